@@ -1,0 +1,105 @@
+"""`edge-harness bench`: measure one model file from anywhere on one target."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from exporters.base import Artifact, format_of
+from harness import __version__
+from harness.errors import ConfigError, ModelError
+from harness.inputs import declared_inputs, generate
+from harness.measure import to_measurement
+from harness.progress import Progress
+from harness.report import write_summary, write_target_report
+from harness.results import TargetReport
+from harness.targets_file import load_targets_file, make_target
+from targets.base import Job
+
+
+@dataclass
+class BenchSettings:
+    runs: int = 50
+    warmup: int = 5
+    threads: int | None = None
+    min_time_s: float = 0.5
+    mode: str = "fixed"
+    timeout_s: float = 600.0
+
+
+def check_inputs_file(path: Path) -> None:
+    """Fail early, in one line, on an inputs file that is missing, unreadable or empty."""
+    if not path.is_file():
+        raise ConfigError(f"inputs file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            names = list(f.files)
+            for k in names:
+                f[k]
+    except Exception as e:
+        raise ConfigError(f"{path}: not a readable .npz ({' '.join(str(e).split())[:200]})") from None
+    if not names:
+        raise ConfigError(f"{path}: the .npz holds no arrays")
+
+
+def bench(model: Path, target: str = "local-cpu", targets_file: Path | None = None, inputs: Path | None = None,
+          settings: BenchSettings | None = None, out: Path = Path("reports/bench"),
+          progress: Progress | None = None) -> tuple[TargetReport, Path]:
+    """Measure `model` on `target`; writes OUT/<target>/report.json and returns it with its folder."""
+    settings = settings or BenchSettings()
+    progress = progress or Progress(quiet=True)
+    model = Path(model).expanduser()
+    if not model.is_file():
+        raise ModelError(f"model file not found: {model}")
+    fmt = format_of(model)
+    if settings.runs < 1 or settings.warmup < 0:
+        raise ConfigError("--runs must be >= 1 and --warmup >= 0")
+    specs = load_targets_file(targets_file)
+    with tempfile.TemporaryDirectory(prefix="edge-harness-bench-") as tmp:
+        if inputs is not None:
+            inputs = Path(inputs).expanduser()
+            check_inputs_file(inputs)
+            timing = inputs
+        else:
+            feeds = generate(declared_inputs(model, fmt))
+            timing = Path(tmp) / "inputs.npz"
+            np.savez(timing, **feeds)
+            progress("generated inputs: " + ", ".join(f"{k} {list(v.shape)} {v.dtype}" for k, v in feeds.items()))
+        artifact = Artifact.from_file(model, fmt)
+        if fmt == "onnx":
+            artifact = _with_graph_stats(artifact)
+        tgt = make_target(target, specs, threads=settings.threads)
+        with tgt:
+            with progress.step(f"measuring {model.name} on {tgt.name}"):
+                remote_model = tgt.deploy(model)
+                remote_inputs = tgt.deploy(Path(timing))
+                job = Job(artifact=remote_model, format=fmt, timing_inputs=remote_inputs, runs=settings.runs,
+                          warmup=settings.warmup, threads=settings.threads or tgt.threads,
+                          min_time_s=settings.min_time_s, mode=settings.mode, timeout_s=settings.timeout_s)
+                raw = tgt.run(job)
+            m = to_measurement(model.stem, artifact, raw, job, tgt)
+            desc = tgt.describe()
+        desc["device"] = raw.data.get("device") if raw.data else None
+    report = TargetReport(target=desc, measurements=[m], task={"source": "bench", "model": str(model)},
+                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                          harness_version=__version__)
+    folder = write_target_report(report, out)
+    write_summary([report], out)
+    if not m.ok:
+        raise ModelError(f"{model.name} on {desc['name']}: {m.error}")
+    return report, folder
+
+
+def _with_graph_stats(artifact: Artifact) -> Artifact:
+    try:
+        from exporters.graph import onnx_graph_stats
+
+        stats = onnx_graph_stats(Path(artifact.path))
+    except Exception:
+        return artifact  # counting MACs is a nicety; a model the counter can't read is still measured
+    artifact.params, artifact.macs = stats.get("params"), stats.get("macs")
+    return artifact

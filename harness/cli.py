@@ -1,0 +1,162 @@
+"""The `edge-harness` command line. User mistakes print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable
+
+from harness import __version__
+from harness.errors import HarnessError
+from harness.progress import Progress
+
+
+def _positive(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{v!r} must be >= 1")
+    return n
+
+
+def _non_negative(v: str) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{v!r} must be >= 0")
+    return n
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from harness.api import demo_config, run_config
+
+    cfg = demo_config(quick=args.quick)
+    result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
+                        progress=Progress(quiet=args.quiet), resume=args.resume, overwrite=args.overwrite)
+    print(result.summary_text())
+    return 0 if result.any_ok else 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.api import run_config
+    from harness.config import load_config
+
+    cfg = load_config(args.config)
+    result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
+                        only=args.only, progress=Progress(quiet=args.quiet), resume=args.resume,
+                        overwrite=args.overwrite)
+    print(result.summary_text())
+    return 0 if result.any_ok else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.bench import BenchSettings, bench
+    from harness.report import render_markdown
+
+    settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads,
+                             min_time_s=args.min_time, mode="adaptive" if args.adaptive else "fixed")
+    report, folder = bench(args.model, target=args.target, targets_file=args.targets, inputs=args.inputs,
+                           settings=settings, out=args.out, progress=Progress(quiet=args.quiet))
+    m = report.measurements[0]
+    lat = m.latency_ms or {}
+    print(f"{Path(args.model).name} on {report.target['name']}: p50 {lat.get('p50', 0):.3f} ms "
+          f"[95% CI {lat['p50_ci'][0]:.3f}-{lat['p50_ci'][1]:.3f}], p99 {lat.get('p99', 0):.3f} ms, n={lat.get('n')}, "
+          f"cold start {m.cold_start_ms['total']:.1f} ms, peak RSS {m.memory_mb['peak_rss']:.1f} MB "
+          f"({m.settings.get('runtime')} {m.settings.get('runtime_version')}, {m.settings.get('threads')} threads)")
+    print(f"report: {folder / 'report.json'}")
+    if args.verbose:
+        print(render_markdown(report))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.rerender import rerender
+
+    written = rerender(Path(args.dir))
+    for p in written:
+        print(p)
+    return 0
+
+
+def cmd_targets_check(args: argparse.Namespace) -> int:
+    from harness.doctor import check_targets
+
+    return check_targets(args.names, args.targets)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="edge-harness", description="Export, deploy and measure compressed models "
+                                "on the devices they will ship to.")
+    p.add_argument("--version", action="version", version=f"edge-harness {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--targets", type=Path, help="targets file (TOML)")
+        sp.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
+
+    def runlike(sp: argparse.ArgumentParser) -> None:
+        common(sp)
+        sp.add_argument("--target", action="append", help="measure on this target (repeatable; default local-cpu)")
+        sp.add_argument("--resume", action="store_true", help="run only cells missing or failed in OUT")
+        sp.add_argument("--overwrite", action="store_true", help="replace an earlier run's reports in OUT")
+
+    d = sub.add_parser("demo", help="the default evaluation, offline, on this machine")
+    d.add_argument("--quick", action="store_true", help="fewer variants, data and runs (under 90 s)")
+    d.add_argument("--out", type=Path, default=Path("reports/demo"))
+    runlike(d)
+    d.set_defaults(func=cmd_demo)
+
+    r = sub.add_parser("run", help="run a config file")
+    r.add_argument("config", type=Path)
+    r.add_argument("--out", type=Path, default=None, help="output folder (default: the config's, or reports/run)")
+    r.add_argument("--only", action="append", help="only this variant (repeatable)")
+    runlike(r)
+    r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser("bench", help="measure one .onnx / .tflite / .pt2 file")
+    b.add_argument("model", type=Path)
+    b.add_argument("--target", default="local-cpu")
+    b.add_argument("--inputs", type=Path, help=".npz with one array per model input (default: generated)")
+    b.add_argument("--runs", type=_positive, default=50)
+    b.add_argument("--warmup", type=_non_negative, default=5)
+    b.add_argument("--threads", type=_positive, default=None)
+    b.add_argument("--min-time", type=float, default=0.5, help="minimum timed seconds (default 0.5)")
+    b.add_argument("--adaptive", action="store_true", help="run until the p50 CI is within 2%%")
+    b.add_argument("--out", type=Path, default=Path("reports/bench"))
+    b.add_argument("-v", "--verbose", action="store_true", help="print the Markdown report")
+    common(b)
+    b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("targets", help="check or set up targets")
+    tsub = t.add_subparsers(dest="targets_command", required=True)
+    tc = tsub.add_parser("check", help="probe targets and say what is missing")
+    tc.add_argument("names", nargs="*")
+    tc.add_argument("--targets", type=Path, help="targets file (TOML)")
+    tc.set_defaults(func=cmd_targets_check)
+
+    rp = sub.add_parser("report", help="re-render Markdown/HTML from report.json files")
+    rp.add_argument("dir")
+    rp.set_defaults(func=cmd_report)
+    return p
+
+
+def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except HarnessError as e:
+        print(f"edge-harness: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("edge-harness: interrupted; finished cells are on disk (use --resume to complete)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

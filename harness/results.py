@@ -1,0 +1,122 @@
+"""Result dataclasses: one Measurement per (variant, format) cell, one TargetReport per target."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Measurement:
+    """One cell of the variant x format matrix on one target. Units are in the key names."""
+
+    variant: str
+    format: str
+    status: str  # "ok" | "failed" | "skipped"
+    error: str | None = None
+    artifact: dict[str, Any] | None = None
+    latency_ms: dict[str, Any] | None = None
+    cold_start_ms: dict[str, Any] | None = None
+    memory_mb: dict[str, Any] | None = None
+    accuracy: dict[str, Any] | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    device_state: dict[str, Any] | None = None
+    raw_latencies_ms: list[float] | None = None
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        return f"{self.variant}/{self.format}"
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass
+class TargetReport:
+    """Everything measured on one target; report.json is this, Markdown and HTML render it."""
+
+    target: dict[str, Any]
+    measurements: list[Measurement] = field(default_factory=list)
+    task: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    harness_version: str = ""
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["measurements"] = [m.to_dict() for m in self.measurements]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetReport:
+        if d.get("schema_version") != SCHEMA_VERSION:
+            from harness.errors import HarnessError
+
+            raise HarnessError(f"report schema_version {d.get('schema_version')!r} is not {SCHEMA_VERSION}")
+        return cls(
+            target=d["target"],
+            measurements=[Measurement.from_dict(m) for m in d.get("measurements", [])],
+            task=d.get("task", {}),
+            created=d.get("created", ""),
+            harness_version=d.get("harness_version", ""),
+        )
+
+    def cell(self, variant: str, fmt: str) -> Measurement | None:
+        for m in self.measurements:
+            if m.variant == variant and m.format == fmt:
+                return m
+        return None
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file through a temporary name and rename, so readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_report(report: TargetReport, path: Path) -> None:
+    write_atomic(path, json.dumps(report.to_dict(), indent=1, default=_json_default))
+
+
+def load_report(path: Path) -> TargetReport:
+    from harness.errors import HarnessError
+
+    try:
+        return TargetReport.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError) as e:
+        raise HarnessError(f"{path}: not a readable report.json ({e})") from None
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"cannot serialise {type(o).__name__}")

@@ -1,0 +1,8 @@
+"""Where artifacts run: local CPU, local GPU, SSH devices; runner.py is what runs there."""
+
+from __future__ import annotations
+
+from targets.base import RUNNER_PATH, TARGETS, Job, RawResult, Target, register_target
+from targets.local import LocalTarget
+
+__all__ = ["RUNNER_PATH", "TARGETS", "Job", "LocalTarget", "RawResult", "Target", "register_target"]

@@ -1,0 +1,114 @@
+"""The target interface: where a job runs, and the plain data that goes in and comes back."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+
+
+@dataclass
+class Job:
+    """One measurement: an artifact, its inputs, and how to time it. Paths are host paths."""
+
+    artifact: str
+    format: str
+    timing_inputs: str | None = None
+    eval_inputs: str | None = None
+    runs: int = 50
+    warmup: int = 5
+    min_time_s: float = 0.5
+    max_time_s: float = 60.0
+    mode: str = "fixed"  # "fixed" or "adaptive"
+    target_rel_ci: float = 0.02
+    threads: int | None = None
+    affinity: list[int] | None = None
+    runtime: str = "auto"
+    providers: list[str] | None = None
+    device: str | None = None
+    eval_batch: int = 1
+    timeout_s: float = 600.0
+
+    def to_runner(self, artifact: str, timing: str | None, evaluation: str | None, out: str) -> dict[str, Any]:
+        """The JSON the runner reads, with paths as the device sees them."""
+        d = asdict(self)
+        d.update(artifact=artifact, timing_inputs=timing, eval_inputs=evaluation, out=out)
+        return d
+
+
+@dataclass
+class RawResult:
+    """What a runner returned: raw timings in ns, memory, device state, evaluation outputs."""
+
+    status: str
+    error: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    outputs: list[np.ndarray] | None = None
+    exit_code: int | None = None
+    log: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @classmethod
+    def failed(cls, error: str, **kw: Any) -> RawResult:
+        return cls(status="failed", error=error, **kw)
+
+
+class Target(ABC):
+    """A place where artifacts run. Subclasses register by kind with `register_target`."""
+
+    kind: str = "?"
+
+    def __init__(self, name: str, threads: int | None = None, **settings: Any) -> None:
+        self.name = name
+        self.threads = threads
+        self.settings = settings
+
+    @property
+    def host(self) -> str:
+        return "localhost"
+
+    @abstractmethod
+    def probe(self) -> dict[str, Any]:
+        """Describe the device (CPU, cores, runtimes, ...) by running the runner's probe."""
+
+    def deploy(self, path: Path) -> str:
+        """Make a file available on the device; return the device-side path."""
+        return str(path)
+
+    @abstractmethod
+    def run(self, job: Job) -> RawResult:
+        """Run one job with the runner in a fresh process and return its raw result."""
+
+    def close(self) -> None:
+        """Release connections and temporary files."""
+
+    def __enter__(self) -> Target:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "kind": self.kind, "host": self.host}
+
+
+TARGETS: dict[str, Callable[..., Target]] = {}
+
+
+def register_target(kind: str) -> Callable[[type[Target]], type[Target]]:
+    """Register a Target class under a kind ("local", "gpu", "ssh")."""
+
+    def wrap(cls: type[Target]) -> type[Target]:
+        cls.kind = kind
+        TARGETS[kind] = cls
+        return cls
+
+    return wrap

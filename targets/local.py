@@ -1,0 +1,105 @@
+"""The local CPU target: each job runs the runner in a fresh subprocess, so cold start is real."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.errors import TargetError
+from targets.base import RUNNER_PATH, Job, RawResult, Target, register_target
+
+
+def describe_exit(code: int) -> str:
+    """A readable reason for a runner's exit status (signals included)."""
+    if code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = f"signal {-code}"
+        hint = " (killed: out of memory?)" if -code == signal.SIGKILL else ""
+        return f"runner died with {name}{hint}"
+    return f"runner exited with status {code}"
+
+
+def read_result(out_dir: Path, code: int | None, log: str) -> RawResult:
+    """Turn a runner's output folder into a RawResult, whatever state it is in."""
+    result_file = out_dir / "result.json"
+    if not result_file.is_file():
+        reason = describe_exit(code) if code is not None else "runner wrote no result"
+        tail = log.strip().splitlines()[-1:] if log.strip() else []
+        return RawResult.failed(reason + (f": {tail[0][:300]}" if tail else ""), exit_code=code, log=log)
+    data = json.loads(result_file.read_text())
+    if data.get("status") != "ok":
+        return RawResult.failed(data.get("error") or "runner failed", data=data, exit_code=code, log=log)
+    outputs = None
+    npz = out_dir / "outputs.npz"
+    if npz.is_file():
+        with np.load(npz) as f:
+            outputs = [f[k] for k in sorted(f.files, key=lambda k: int(k.rsplit("_", 1)[1]))]
+    return RawResult(status="ok", data=data, outputs=outputs, exit_code=code, log=log)
+
+
+@register_target("local")
+class LocalTarget(Target):
+    """Runs on this machine with a chosen Python (default: the harness's own)."""
+
+    def __init__(self, name: str = "local-cpu", threads: int | None = None, python: str | None = None,
+                 workdir: str | None = None, **settings: Any) -> None:
+        super().__init__(name, threads, **settings)
+        self.python = python or sys.executable
+        if python and not shutil.which(python) and not Path(python).is_file():
+            raise TargetError(f"target {name}: python {python!r} not found")
+        self._tmp = Path(tempfile.mkdtemp(prefix="edge-harness-", dir=workdir))
+        self._count = 0
+
+    def probe(self) -> dict[str, Any]:
+        try:
+            out = subprocess.run([self.python, "-u", str(RUNNER_PATH), "--probe"], capture_output=True,
+                                 text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise TargetError(f"target {self.name}: cannot run {self.python}: {e}") from None
+        if out.returncode != 0:
+            raise TargetError(f"target {self.name}: probe failed: {out.stderr.strip()[-300:]}")
+        return dict(json.loads(out.stdout))
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.threads:
+            # Runtimes read these too; keeps numpy/OpenMP from spawning extra threads.
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        return env
+
+    def run(self, job: Job) -> RawResult:
+        self._count += 1
+        out_dir = self._tmp / f"job-{self._count:04d}"
+        out_dir.mkdir(parents=True)
+        if job.threads is None:
+            job.threads = self.threads
+        spec = job.to_runner(job.artifact, job.timing_inputs, job.eval_inputs, str(out_dir))
+        (out_dir / "job.json").write_text(json.dumps(spec))
+        cmd = [self.python, "-u", str(RUNNER_PATH), str(out_dir / "job.json")]
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=self.env(), start_new_session=True)
+        try:
+            log, _ = proc.communicate(timeout=job.timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            log, _ = proc.communicate()
+            return RawResult.failed(f"timed out after {job.timeout_s:g} s (runner killed)", log=log or "")
+        except BaseException:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
+        return read_result(out_dir, proc.returncode, log or "")
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)

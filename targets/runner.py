@@ -1,0 +1,585 @@
+#!/usr/bin/env python3
+"""The one file that runs on a target: load a model, time it, run the evaluation inputs.
+
+Standard library + numpy + one runtime (onnxruntime, ai-edge-litert or tflite-runtime,
+torch only for the eager baseline). Python 3.8 or newer. JSON job in, JSON + .npz out:
+
+    python3 -u runner.py JOB.json            # writes result.json and outputs.npz in job["out"]
+    python3 -u runner.py --probe             # prints the device probe as JSON
+
+Exit status: 0 measured, 2 the job failed for a reason written to result.json, other
+values mean the runner itself crashed (the host then reports the exit status).
+This file must not import anything from the harness: it is copied alone to devices.
+"""
+
+import glob
+import json
+import os
+import platform
+import resource
+import sys
+import time
+import traceback
+
+RUNNER_VERSION = 1
+
+
+class JobFailed(Exception):
+    """The job cannot run (bad model, wrong inputs, missing runtime); one-line reason."""
+
+
+# ----------------------------------------------------------------------------- probe
+
+
+def _read(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except (OSError, ValueError):
+        return default
+
+
+def _cpu_model():
+    info = _read("/proc/cpuinfo", "") or ""
+    for key in ("model name", "Model", "Hardware", "Processor", "cpu model"):
+        for line in info.splitlines():
+            if line.split(":")[0].strip() == key and ":" in line:
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _temperatures():
+    temps = {}
+    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+        raw = _read(os.path.join(zone, "temp"))
+        if raw and raw.lstrip("-").isdigit():
+            kind = _read(os.path.join(zone, "type"), os.path.basename(zone))
+            temps[kind] = int(raw) / 1000.0
+    return temps
+
+
+def _cpu_frequencies_mhz():
+    freqs = {}
+    for cpu in sorted(glob.glob("/sys/devices/system/cpu/cpu[0-9]*/cpufreq")):
+        raw = _read(os.path.join(cpu, "scaling_cur_freq"))
+        if raw and raw.isdigit():
+            freqs[cpu.split("/")[-2]] = int(raw) / 1000.0
+    return freqs
+
+
+def _throttled():
+    """Raspberry Pi firmware throttling flags (vcgencmd), None elsewhere."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("vcgencmd")
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe, "get_throttled"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip().split("=")[-1] or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _mem_total_mb():
+    for line in (_read("/proc/meminfo", "") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024.0
+    return None
+
+
+def _runtime_versions():
+    """Which runtimes this Python can import, without importing them fully."""
+    import importlib.util
+
+    found = {}
+    for mod, dist in (("onnxruntime", "onnxruntime"), ("ai_edge_litert", "ai-edge-litert"),
+                      ("tflite_runtime", "tflite-runtime"), ("torch", "torch"), ("numpy", "numpy")):
+        if importlib.util.find_spec(mod) is None:
+            continue
+        try:
+            from importlib import metadata
+
+            found[dist] = metadata.version(dist)
+        except Exception:
+            found[dist] = "unknown"
+    return found
+
+
+def probe(full=True):
+    """Describe the device: CPU, cores, governor, frequency, temperature, Python, runtimes."""
+    state = {
+        "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+        "cpu_freq_mhz": _cpu_frequencies_mhz(),
+        "temperature_c": _temperatures(),
+        "throttled": _throttled(),
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "time": time.time(),
+    }
+    if not full:
+        return state
+    affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    state.update({
+        "hostname": platform.node(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "affinity": affinity,
+        "mem_total_mb": _mem_total_mb(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "runtimes": _runtime_versions(),
+        "runner_version": RUNNER_VERSION,
+    })
+    return state
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def _status_kb(field):
+    for line in (_read("/proc/self/status", "") or "").splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def memory_mb():
+    """Current and peak resident set size of this process, in MB."""
+    rss = _status_kb("VmRSS")
+    hwm = _status_kb("VmHWM")
+    if hwm is None:
+        # ru_maxrss is kB on Linux, bytes on macOS.
+        hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        if sys.platform == "darwin":
+            hwm = hwm / 1024.0
+    return {"rss": rss / 1024.0 if rss is not None else None, "peak": hwm / 1024.0}
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
+class Session:
+    """A loaded model: input specs and a call that maps {name: array} -> [arrays]."""
+
+    runtime = "?"
+    version = "?"
+    inputs = []  # list of (name, shape list with None for dynamic dims, numpy dtype str)
+    output_names = []
+
+    def run(self, feeds):
+        raise NotImplementedError
+
+
+class OnnxSession(Session):
+    def __init__(self, path, threads, providers):
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise JobFailed("onnxruntime is not installed for %s (%s)" % (sys.executable, e))
+        self.runtime, self.version = "onnxruntime", ort.__version__
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+            opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        available = ort.get_available_providers()
+        providers = providers or ["CPUExecutionProvider"]
+        missing = [p for p in providers if p not in available]
+        if missing:
+            raise JobFailed("onnxruntime %s lacks provider %s (available: %s)"
+                            % (ort.__version__, ", ".join(missing), ", ".join(available)))
+        try:
+            self.sess = ort.InferenceSession(path, sess_options=opts, providers=providers)
+        except Exception as e:
+            raise JobFailed("cannot load %s with onnxruntime: %s" % (os.path.basename(path), _first_line(e)))
+        self.providers = self.sess.get_providers()
+        types = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
+                 "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
+                 "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+        self.inputs = [(i.name, [d if isinstance(d, int) else None for d in i.shape], types.get(i.type, i.type))
+                       for i in self.sess.get_inputs()]
+        self.output_names = [o.name for o in self.sess.get_outputs()]
+
+    def run(self, feeds):
+        return self.sess.run(None, feeds)
+
+
+class TfliteSession(Session):
+    def __init__(self, path, threads, runtime):
+        interp_cls = None
+        errors = []
+        for name in ([runtime] if runtime not in (None, "auto") else ["ai-edge-litert", "tflite-runtime"]):
+            try:
+                if name == "ai-edge-litert":
+                    from ai_edge_litert.interpreter import Interpreter as interp_cls  # noqa: N813
+                    from importlib import metadata
+
+                    self.version = metadata.version("ai-edge-litert")
+                elif name == "tflite-runtime":
+                    import numpy
+
+                    if int(numpy.__version__.split(".")[0]) >= 2:
+                        raise JobFailed("tflite-runtime needs numpy < 2 but numpy %s is installed; "
+                                        "install ai-edge-litert instead" % numpy.__version__)
+                    from tflite_runtime.interpreter import Interpreter as interp_cls  # noqa: N813
+                    import tflite_runtime
+
+                    self.version = getattr(tflite_runtime, "__version__", "unknown")
+                else:
+                    raise JobFailed("unknown TFLite runtime %r" % name)
+                self.runtime = name
+                break
+            except ImportError as e:
+                errors.append("%s: %s" % (name, e))
+        if interp_cls is None:
+            raise JobFailed("no TFLite runtime for %s (pip install ai-edge-litert): %s"
+                            % (sys.executable, "; ".join(errors)))
+        try:
+            self.interp = interp_cls(model_path=path, num_threads=int(threads) if threads else None)
+            self.interp.allocate_tensors()
+        except Exception as e:
+            msg = _first_line(e)
+            if self.runtime == "tflite-runtime" and "version" in msg:
+                msg += " (tflite-runtime %s is too old for this model's ops; use ai-edge-litert)" % self.version
+            raise JobFailed("cannot load %s with %s: %s" % (os.path.basename(path), self.runtime, msg))
+        self.in_details = self.interp.get_input_details()
+        self.out_details = self.interp.get_output_details()
+        self.inputs = [(d["name"], [None if s < 0 else int(s) for s in d.get("shape_signature", d["shape"])],
+                        _np_name(d["dtype"])) for d in self.in_details]
+        self.output_names = [d["name"] for d in self.out_details]
+        self._shape = {d["index"]: list(d["shape"]) for d in self.in_details}
+
+    def run(self, feeds):
+        import numpy as np
+
+        for d, (name, _, _) in zip(self.in_details, self.inputs):
+            x = feeds[name]
+            if list(x.shape) != self._shape[d["index"]]:
+                self.interp.resize_tensor_input(d["index"], list(x.shape))
+                self.interp.allocate_tensors()
+                self._shape[d["index"]] = list(x.shape)
+            scale, zero = d.get("quantization", (0.0, 0))
+            if d["dtype"] in (np.int8, np.uint8) and x.dtype != d["dtype"] and scale:
+                x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min,
+                            np.iinfo(d["dtype"]).max).astype(d["dtype"])
+            self.interp.set_tensor(d["index"], x)
+        self.interp.invoke()
+        outs = []
+        for d in self.out_details:
+            y = self.interp.get_tensor(d["index"])
+            scale, zero = d.get("quantization", (0.0, 0))
+            if y.dtype in (np.int8, np.uint8) and scale:
+                y = (y.astype(np.float32) - zero) * scale
+            outs.append(y)
+        return outs
+
+
+class TorchSession(Session):
+    def __init__(self, path, threads, device):
+        try:
+            import torch
+        except ImportError as e:
+            raise JobFailed("torch is not installed for %s (%s)" % (sys.executable, e))
+        self.torch = torch
+        self.runtime, self.version = "torch", torch.__version__
+        if threads:
+            torch.set_num_threads(int(threads))
+        self.device = device or "cpu"
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise JobFailed("torch %s sees no CUDA device" % torch.__version__)
+        try:
+            self.module = torch.export.load(path).module().to(self.device)
+        except Exception as e:
+            raise JobFailed("cannot load %s with torch.export: %s" % (os.path.basename(path), _first_line(e)))
+        ep_inputs = [n for n in self.module.graph.nodes if n.op == "placeholder"]
+        self.inputs = []
+        for n in ep_inputs:
+            val = n.meta.get("val")
+            if val is None:
+                continue
+            shape = [int(s) if isinstance(s, int) else None for s in val.shape]
+            self.inputs.append((n.name, shape, str(val.dtype).replace("torch.", "")))
+        self.output_names = ["output_%d" % i for i in range(1)]
+
+    def run(self, feeds):
+        torch = self.torch
+        args = [torch.from_numpy(feeds[name]).to(self.device) for name, _, _ in self.inputs]
+        with torch.no_grad():
+            out = self.module(*args)
+            if self.device.startswith("cuda"):
+                torch.cuda.synchronize()
+        outs = out if isinstance(out, (list, tuple)) else [out]
+        return [o.detach().cpu().numpy() for o in outs]
+
+
+def open_session(job):
+    fmt = job["format"]
+    path = job["artifact"]
+    if not os.path.isfile(path):
+        raise JobFailed("model file not found: %s" % path)
+    if fmt == "onnx":
+        return OnnxSession(path, job.get("threads"), job.get("providers"))
+    if fmt == "tflite":
+        return TfliteSession(path, job.get("threads"), job.get("runtime"))
+    if fmt == "torch":
+        return TorchSession(path, job.get("threads"), job.get("device"))
+    raise JobFailed("unknown model format %r" % fmt)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _np_name(dtype):
+    import numpy as np
+
+    return np.dtype(dtype).name
+
+
+def _first_line(exc):
+    text = str(exc).strip() or type(exc).__name__
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    # onnxruntime puts the useful part after the last "] "
+    line = lines[0] if lines else text
+    if len(lines) > 1 and len(line) < 20:
+        line = " ".join(lines[:2])
+    return line[:400]
+
+
+def load_inputs(path, session, what):
+    """Read an .npz and map its arrays onto the model inputs (by name, else by order)."""
+    import numpy as np
+
+    try:
+        data = np.load(path, allow_pickle=False)
+        arrays = [(k, data[k]) for k in data.files]
+    except Exception as e:
+        raise JobFailed("cannot read %s inputs %s: %s" % (what, os.path.basename(path), _first_line(e)))
+    if not arrays:
+        raise JobFailed("%s inputs %s hold no arrays" % (what, os.path.basename(path)))
+    names = [n for n, _, _ in session.inputs]
+    by_name = dict(arrays)
+    if all(n in by_name for n in names):
+        mapped = [(n, by_name[n]) for n in names]
+    elif len(arrays) == len(names):
+        mapped = [(n, a) for n, (_, a) in zip(names, arrays)]
+    else:
+        raise JobFailed("%s inputs have %d arrays (%s) but the model takes %d (%s)"
+                        % (what, len(arrays), ", ".join(by_name), len(names), ", ".join(names)))
+    feeds = {}
+    for (name, shape, dtype), (_, arr) in zip(session.inputs, mapped):
+        if arr.dtype.kind == "f" and not np.all(np.isfinite(arr)):
+            raise JobFailed("%s input %r contains NaN or inf" % (what, name))
+        if dtype in ("float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool") \
+                and arr.dtype.name != dtype:
+            if arr.dtype.kind == np.dtype(dtype).kind or (arr.dtype.kind in "iu" and np.dtype(dtype).kind in "iu"):
+                arr = arr.astype(dtype)
+            elif not (dtype in ("int8", "uint8") and arr.dtype.kind == "f"):
+                raise JobFailed("input %r expects %s but %s inputs are %s" % (name, dtype, what, arr.dtype.name))
+        if shape and len(arr.shape) != len(shape):
+            raise JobFailed("input %r expects shape %s but %s inputs have shape %s"
+                            % (name, _fmt_shape(shape), what, list(arr.shape)))
+        for i, (want, got) in enumerate(zip(shape, arr.shape)):
+            # dim 0 of evaluation inputs is the sample count; the model sees batch slices
+            if want is not None and want != got and not (i == 0 and what == "evaluation"):
+                raise JobFailed("input %r expects shape %s but %s inputs have shape %s"
+                                % (name, _fmt_shape(shape), what, list(arr.shape)))
+        feeds[name] = np.ascontiguousarray(arr)
+    return feeds
+
+
+def _fmt_shape(shape):
+    return "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _median_ci(sorted_vals, confidence=0.95):
+    """Distribution-free CI of the median from order statistics (normal approx. to the binomial)."""
+    import math
+
+    n = len(sorted_vals)
+    if n < 6:
+        return sorted_vals[0], sorted_vals[-1]
+    z = 1.959963984540054 if confidence == 0.95 else 2.5758293035489
+    half = z * math.sqrt(n) / 2.0
+    lo = max(0, int(math.floor(n / 2.0 - half)))
+    hi = min(n - 1, int(math.ceil(n / 2.0 + half)))
+    return sorted_vals[lo], sorted_vals[hi]
+
+
+def time_loop(session, feeds, job):
+    """Warm up, then time runs until min count and min time (fixed) or CI precision (adaptive)."""
+    perf = time.perf_counter_ns
+    warmup = int(job.get("warmup", 5))
+    runs = int(job.get("runs", 50))
+    min_time_ns = int(float(job.get("min_time_s", 0.0)) * 1e9)
+    max_time_ns = int(float(job.get("max_time_s", 60.0)) * 1e9)
+    max_runs = int(job.get("max_runs", 100000))
+    adaptive = job.get("mode", "fixed") == "adaptive"
+    target_rel = float(job.get("target_rel_ci", 0.02))
+    run = session.run
+
+    warm = []
+    for _ in range(warmup):
+        t0 = perf()
+        run(feeds)
+        warm.append(perf() - t0)
+    lat = []
+    start = perf()
+    stopped_by = "count"
+    while True:
+        t0 = perf()
+        run(feeds)
+        lat.append(perf() - t0)
+        n = len(lat)
+        elapsed = perf() - start
+        if n >= max_runs:
+            stopped_by = "max_runs"
+            break
+        if elapsed >= max_time_ns:
+            stopped_by = "budget"
+            break
+        if n >= runs and elapsed >= min_time_ns:
+            if not adaptive:
+                stopped_by = "count"
+                break
+            if n % 10 == 0:
+                s = sorted(lat)
+                lo, hi = _median_ci(s)
+                med = s[n // 2]
+                if med > 0 and (hi - lo) / med <= target_rel:
+                    stopped_by = "precision"
+                    break
+    return warm, lat, stopped_by
+
+
+def run_eval(session, feeds, batch):
+    """Run every evaluation sample (in batches of `batch`) and stack the outputs."""
+    import numpy as np
+
+    n = len(next(iter(feeds.values())))
+    chunks = None
+    for i in range(0, n, batch):
+        outs = session.run({k: v[i:i + batch] for k, v in feeds.items()})
+        if chunks is None:
+            chunks = [[] for _ in outs]
+        for c, o in zip(chunks, outs):
+            c.append(np.asarray(o))
+    return [np.concatenate(c) for c in chunks or []]
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def execute(job):
+    """Run one job and return the result dict (raises JobFailed on a job-level error)."""
+    import numpy as np
+
+    result = {"runner_version": RUNNER_VERSION, "status": "ok", "error": None}
+    if job.get("affinity"):
+        try:
+            os.sched_setaffinity(0, set(int(c) for c in job["affinity"]))
+        except (OSError, AttributeError, ValueError) as e:
+            raise JobFailed("cannot pin to CPUs %s: %s" % (job["affinity"], e))
+    if not job.get("threads"):
+        # Explicit and recorded: default to every CPU this process may use.
+        job["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    result["device"] = probe()
+    mem0 = memory_mb()
+    t0 = time.perf_counter_ns()
+    session = open_session(job)
+    load_ns = time.perf_counter_ns() - t0
+    mem_load = memory_mb()
+    result.update({
+        "runtime": session.runtime,
+        "runtime_version": session.version,
+        "providers": getattr(session, "providers", None),
+        "inputs": [{"name": n, "shape": s, "dtype": d} for n, s, d in session.inputs],
+        "outputs": session.output_names,
+        "threads": job.get("threads"),
+        "load_ns": load_ns,
+    })
+    timed = job.get("timing_inputs")
+    if timed:
+        feeds = load_inputs(timed, session, "timing")
+        t0 = time.perf_counter_ns()
+        try:
+            session.run(feeds)
+        except JobFailed:
+            raise
+        except Exception as e:
+            raise JobFailed("inference failed: %s" % _first_line(e))
+        result["first_inference_ns"] = time.perf_counter_ns() - t0
+        mem_first = memory_mb()
+        warm, lat, stopped_by = time_loop(session, feeds, job)
+        result.update({"warmup_ns": warm, "latencies_ns": lat, "stopped_by": stopped_by})
+    else:
+        mem_first = mem_load
+    eval_path = job.get("eval_inputs")
+    if eval_path:
+        feeds = load_inputs(eval_path, session, "evaluation")
+        try:
+            outs = run_eval(session, feeds, int(job.get("eval_batch", 1)))
+        except JobFailed:
+            raise
+        except Exception as e:
+            raise JobFailed("inference on evaluation inputs failed: %s" % _first_line(e))
+        np.savez(os.path.join(job["out"], "outputs.npz"),
+                 **{"output_%d" % i: o for i, o in enumerate(outs)})
+        result["eval_n"] = int(len(next(iter(feeds.values()))))
+    mem_end = memory_mb()
+    result["memory_mb"] = {
+        "rss_before_load": mem0["rss"],
+        "rss_after_load": mem_load["rss"],
+        "rss_after_first_inference": mem_first["rss"],
+        "rss_end": mem_end["rss"],
+        "peak_rss": mem_end["peak"],
+        "method": "VmRSS/VmHWM from /proc/self/status (ru_maxrss where absent), whole process",
+    }
+    result["device_after"] = probe(full=False)
+    return result
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+
+
+def main(argv):
+    if len(argv) == 2 and argv[1] == "--probe":
+        print(json.dumps(probe()))
+        return 0
+    if len(argv) != 2:
+        sys.stderr.write("usage: runner.py JOB.json | --probe\n")
+        return 64
+    with open(argv[1]) as f:
+        job = json.load(f)
+    os.makedirs(job["out"], exist_ok=True)
+    out_json = os.path.join(job["out"], "result.json")
+    try:
+        result = execute(job)
+        code = 0
+    except JobFailed as e:
+        result = {"runner_version": RUNNER_VERSION, "status": "failed", "error": str(e)}
+        code = 2
+    except MemoryError:
+        result = {"runner_version": RUNNER_VERSION, "status": "failed", "error": "out of memory on the device"}
+        code = 2
+    except Exception as e:  # a runtime bug: keep the traceback for the host's log
+        result = {"runner_version": RUNNER_VERSION, "status": "failed",
+                  "error": "runner error: %s: %s" % (type(e).__name__, _first_line(e)),
+                  "traceback": traceback.format_exc()}
+        code = 3
+    write_json(out_json, result)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
