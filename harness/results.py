@@ -28,6 +28,7 @@ class Measurement:
     settings: dict[str, Any] = field(default_factory=dict)
     device_state: dict[str, Any] | None = None
     raw_latencies_ms: list[float] | None = None
+    derived: dict[str, Any] = field(default_factory=dict)  # compression ratio, speed-up, accuracy change
     flags: list[str] = field(default_factory=list)
 
     @property

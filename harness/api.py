@@ -1,0 +1,172 @@
+"""The Python API: the same run as the CLI, with results as objects.
+
+    from harness.api import load_config, run_config
+    result = run_config(load_config("my.toml"), out="reports/mine")
+    for m in result.reports["local-cpu"].measurements: print(m.key, m.latency_ms["p50"])
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness import __version__
+from harness.config import RunConfig, builtin_config, load_config
+from harness.errors import HarnessError
+from harness.measure import accuracy_of, to_measurement
+from harness.metrics import annotate
+from harness.pipeline import Cell, Pipeline, Prepared
+from harness.progress import Progress
+from harness.report import safe_name, write_summary, write_target_report
+from harness.results import Measurement, TargetReport, load_report
+from harness.targets_file import load_targets_file, make_target
+from targets.base import Job, Target
+
+__all__ = ["RunResult", "demo_config", "load_config", "run_config"]
+
+
+@dataclass
+class RunResult:
+    """What a run produced: one TargetReport per target, and where the files are."""
+
+    out: Path
+    reports: dict[str, TargetReport] = field(default_factory=dict)
+    report_dirs: dict[str, Path] = field(default_factory=dict)
+    summary_path: Path | None = None
+
+    @property
+    def any_ok(self) -> bool:
+        return any(m.ok for r in self.reports.values() for m in r.measurements)
+
+    def summary_text(self) -> str:
+        from harness.report import pick
+
+        lines = []
+        for name, r in self.reports.items():
+            ok = sum(m.ok for m in r.measurements)
+            best, why = pick(r, r.task.get("max_accuracy_drop", 0.01))
+            lines.append(f"{name}: {ok}/{len(r.measurements)} cells measured; pick: "
+                         f"{best.key if best else 'none'} ({why})")
+            lines.append(f"  report: {self.report_dirs[name] / 'report.md'}")
+        if self.summary_path:
+            lines.append(f"summary: {self.summary_path}")
+        return "\n".join(lines)
+
+
+def demo_config(quick: bool = False) -> RunConfig:
+    """The shipped demo config (harness/configs/demo.toml or demo-quick.toml)."""
+    return load_config(builtin_config("demo-quick" if quick else "demo"))
+
+
+def _guard_out(out: Path, resume: bool, overwrite: bool) -> None:
+    existing = list(out.glob("*/report.json")) if out.is_dir() else []
+    if existing and not (resume or overwrite):
+        raise HarnessError(f"{out} already holds reports ({existing[0].parent.name}/report.json); pass --resume "
+                           f"to complete them, --overwrite to replace them, or --out for a new folder")
+
+
+def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, progress: Progress,
+                   previous: TargetReport | None = None) -> TargetReport:
+    """Measure every cell on one target, one job at a time, saving the report after each cell."""
+    desc = target.describe()
+    try:
+        desc["device"] = target.probe()
+    except HarnessError as e:
+        desc["device"] = None
+        desc["error"] = str(e)
+    report = TargetReport(target=desc, task=prep.task, harness_version=__version__,
+                          created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    for cell in prep.cells:
+        old = previous.cell(cell.variant.name, cell.format) if previous else None
+        if old is not None and old.ok and cell.artifact and (old.artifact or {}).get("sha256") == cell.artifact.sha256:
+            report.measurements.append(old)
+            continue
+        if desc.get("error"):
+            m = _failed_cell(cell, f"target unavailable: {desc['error']}")
+        elif cell.status != "ready":
+            m = _failed_cell(cell, cell.error or "not exported")
+        else:
+            m = measure_cell(target, cell, prep, cfg)
+        progress(f"{target.name}: {cell.key}: " + (f"p50 {m.latency_ms['p50']:.3f} ms" if m.ok and m.latency_ms
+                                                    else f"{m.status}: {m.error}"))
+        report.measurements.append(m)
+        annotate(report, cfg.report.max_accuracy_drop)
+        write_target_report(report, out)  # finished cells survive an interruption
+    annotate(report, cfg.report.max_accuracy_drop)
+    return report
+
+
+def _failed_cell(cell: Cell, error: str) -> Measurement:
+    return Measurement(variant=cell.variant.name, format=cell.format, status="failed", error=error,
+                       artifact=cell.artifact.to_dict() if cell.artifact else None)
+
+
+def measure_cell(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig) -> Measurement:
+    """Deploy one artifact and its inputs, run it, and score the outputs it returns."""
+    assert cell.artifact is not None and prep.timing_inputs and prep.eval_inputs
+    ms = cfg.measure
+    try:
+        remote_art = target.deploy(Path(cell.artifact.path))
+        remote_timing = target.deploy(prep.timing_inputs)
+        remote_eval = target.deploy(prep.eval_inputs)
+    except HarnessError as e:
+        return _failed_cell(cell, f"deploy failed: {e}")
+    job = Job(artifact=remote_art, format=cell.format, timing_inputs=remote_timing, eval_inputs=remote_eval,
+              runs=ms.runs, warmup=ms.warmup, min_time_s=ms.min_time_s, max_time_s=ms.max_time_s, mode=ms.mode,
+              target_rel_ci=ms.target_rel_ci, threads=ms.threads or target.threads, timeout_s=ms.timeout_s)
+    raw = target.run(job)
+    accuracy = None
+    if raw.ok and raw.outputs:
+        accuracy = score(raw.outputs[0], prep)
+    return to_measurement(cell.variant.name, cell.artifact, raw, job, target, accuracy)
+
+
+def score(outputs: np.ndarray, prep: Prepared) -> dict[str, Any]:
+    """Accuracy on the clean test set and, side by side, on its shifted copy."""
+    from harness.measure import EvalSet
+
+    assert prep.reference_outputs is not None and prep.labels is not None
+    n = prep.n_clean
+    outputs = outputs.reshape(len(prep.reference_outputs), -1)
+    clean = accuracy_of(outputs[:n], EvalSet("clean", "", prep.labels, prep.reference_outputs[:n]))
+    if len(outputs) > n:
+        shifted = accuracy_of(outputs[n:], EvalSet("shifted", "", prep.labels, prep.reference_outputs[n:]))
+        clean.update({f"{k}_shifted": v for k, v in shifted.items() if k != "n"})
+    return clean
+
+
+def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path | None = None,
+               target_names: list[str] | None = None, only: list[str] | None = None,
+               progress: Progress | None = None, resume: bool = False, overwrite: bool = False,
+               cache_dir: Path | None = None) -> RunResult:
+    """Run a config end to end and write the reports; returns them as objects."""
+    progress = progress or Progress(quiet=True)
+    out = Path(out or cfg.out or f"reports/{cfg.name}")
+    _guard_out(out, resume, overwrite)
+    specs = load_targets_file(targets_file)
+    names = target_names or cfg.targets
+    targets = [make_target(n, specs) for n in names]  # unknown names fail before any work
+    try:
+        prep = Pipeline(cfg, out, progress, cache_dir).prepare(only=only)
+        result = RunResult(out=out)
+
+        def one(t: Target) -> TargetReport:
+            prev_path = out / safe_name(t.name) / "report.json"
+            previous = load_report(prev_path) if resume and prev_path.is_file() else None
+            return measure_target(t, prep, cfg, out, progress, previous)
+
+        # Devices run concurrently; each one runs its cells one after another.
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            for t, rep in zip(targets, pool.map(one, targets)):
+                result.reports[t.name] = rep
+                result.report_dirs[t.name] = write_target_report(rep, out)
+        result.summary_path = write_summary(list(result.reports.values()), out)
+        return result
+    finally:
+        for t in targets:
+            t.close()

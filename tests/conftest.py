@@ -1,0 +1,63 @@
+"""Shared fixtures: tiny real models exported with the real exporters (session-scoped, built once)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("EDGE_HARNESS_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "test"))
+
+
+def _tiny_cnn():
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 3)).eval()
+
+
+def _export(model, example, path: Path, dynamic) -> Path:
+    import torch
+
+    torch.onnx.export(model, example, str(path), dynamo=True, external_data=False, dynamic_shapes=dynamic,
+                      verbose=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_cnn():
+    return _tiny_cnn()
+
+
+@pytest.fixture(scope="session")
+def cnn_onnx(tmp_path_factory, tiny_cnn) -> Path:
+    """A 3-class CNN on (N, 3, 16, 16) float32 with a dynamic batch dimension."""
+    import torch
+
+    path = tmp_path_factory.mktemp("models") / "cnn.onnx"
+    return _export(tiny_cnn, (torch.randn(2, 3, 16, 16),), path, ({0: torch.export.Dim("batch")},))
+
+
+@pytest.fixture(scope="session")
+def embedding_onnx(tmp_path_factory) -> Path:
+    """A token classifier: int64 ids (batch, seq) into a 50-row embedding table, both dims dynamic."""
+    import torch
+    from torch import nn
+
+    class Tok(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(50, 16)
+            self.fc = nn.Linear(16, 4)
+
+        def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+            return self.fc(self.emb(input_ids).mean(1))
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("models") / "tok.onnx"
+    ids = torch.randint(0, 50, (2, 7))
+    return _export(Tok().eval(), (ids,), path,
+                   ({0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", min=2, max=512)},))

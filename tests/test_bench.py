@@ -1,0 +1,92 @@
+"""`edge-harness bench` end to end on real files, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.inputs import concrete_shape, declared_inputs, generate, onnx_inputs
+
+REPORT_KEYS = {"schema_version", "target", "measurements", "task", "created", "harness_version"}
+CELL_KEYS = {"variant", "format", "status", "error", "artifact", "latency_ms", "cold_start_ms", "memory_mb",
+             "accuracy", "settings"}
+
+
+def test_generated_inputs_respect_int64_and_embedding_bounds(embedding_onnx):
+    specs = onnx_inputs(embedding_onnx)
+    assert len(specs) == 1
+    s = specs[0]
+    assert s.dtype == "int64" and s.shape == [None, None] and s.high == 50
+    assert concrete_shape(s) == [1, 32]
+    feeds = generate(specs, seed=3)
+    ids = feeds[s.name]
+    assert ids.dtype == np.int64 and ids.shape == (1, 32)
+    assert ids.min() >= 0 and ids.max() < 50
+
+
+def test_bench_an_int64_model_with_dynamic_dims(tmp_path, embedding_onnx, capsys):
+    code = main(["bench", str(embedding_onnx), "--runs", "20", "--warmup", "2", "--threads", "1",
+                 "--min-time", "0", "--out", str(tmp_path), "-q"])
+    assert code == 0
+    assert "p50" in capsys.readouterr().out
+    rep = json.loads((tmp_path / "local-cpu" / "report.json").read_text())
+    assert REPORT_KEYS <= set(rep) and rep["schema_version"] == 1
+    m = rep["measurements"][0]
+    assert CELL_KEYS <= set(m)
+    assert m["status"] == "ok" and m["format"] == "onnx"
+    lat = m["latency_ms"]
+    assert lat["n"] >= 20 and lat["min"] <= lat["p50"] <= lat["p99"] <= lat["max"]
+    assert lat["p50_ci"][0] <= lat["p50"] <= lat["p50_ci"][1]
+    assert m["settings"]["threads"] == 1 and m["settings"]["runtime"] == "onnxruntime"
+    assert m["artifact"]["size_bytes"] == embedding_onnx.stat().st_size
+    assert len(m["artifact"]["sha256"]) == 64
+    assert (tmp_path / "local-cpu" / "report.md").is_file() and (tmp_path / "summary.md").is_file()
+
+
+def test_bench_with_given_inputs(tmp_path, cnn_onnx):
+    np.savez(tmp_path / "x.npz", anything=np.ones((1, 3, 16, 16), np.float32))
+    assert main(["bench", str(cnn_onnx), "--inputs", str(tmp_path / "x.npz"), "--runs", "5", "--min-time", "0",
+                 "--out", str(tmp_path / "o"), "-q"]) == 0
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("case", ["missing", "corrupt", "bad-shape", "empty-npz", "bad-suffix"])
+def test_bench_user_mistakes_print_one_line(tmp_path, cnn_onnx, case):
+    model = cnn_onnx
+    extra: list[str] = []
+    if case == "missing":
+        model = tmp_path / "nope.onnx"
+    elif case == "corrupt":
+        model = tmp_path / "corrupt.onnx"
+        model.write_bytes(cnn_onnx.read_bytes()[:500])
+    elif case == "bad-shape":
+        np.savez(tmp_path / "x.npz", x=np.zeros((1, 3, 9, 9), np.float32))
+        extra = ["--inputs", str(tmp_path / "x.npz")]
+    elif case == "empty-npz":
+        np.savez(tmp_path / "x.npz")
+        extra = ["--inputs", str(tmp_path / "x.npz")]
+    elif case == "bad-suffix":
+        model = tmp_path / "model.bin"
+        model.write_bytes(b"abc")
+    out = _cli("bench", str(model), *extra, "--out", str(tmp_path / "o"), "-q")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edge-harness: error: "), out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_declared_inputs_of_a_corrupt_file_is_a_model_error(tmp_path):
+    from harness.errors import ModelError
+
+    bad = tmp_path / "x.onnx"
+    bad.write_bytes(b"\x00garbage")
+    with pytest.raises(ModelError):
+        declared_inputs(bad, "onnx")
