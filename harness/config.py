@@ -145,13 +145,13 @@ def _build(cls: type, d: dict[str, Any], where: str, prefix: str = "") -> Any:
     names = {f.name for f in fields(cls)}
     for key in d:
         if key not in names:
-            raise ConfigError(f"{where}: unknown key {prefix}{key!r} (allowed: {', '.join(sorted(names))})")
+            raise ConfigError(f"{where}: unknown key '{prefix}{key}' (allowed: {', '.join(sorted(names))})")
     kwargs = {}
     for f in fields(cls):
         if f.name in d:
             kwargs[f.name] = _check_type(d[f.name], hints[f.name], prefix + f.name, where)
         elif f.default is MISSING and f.default_factory is MISSING:
-            raise ConfigError(f"{where}: missing key {prefix}{f.name!r}")
+            raise ConfigError(f"{where}: missing key '{prefix}{f.name}'")
     return cls(**kwargs)
 
 
