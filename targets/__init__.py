@@ -6,3 +6,5 @@ from targets.base import RUNNER_PATH, TARGETS, Job, RawResult, Target, register_
 from targets.local import LocalTarget
 
 __all__ = ["RUNNER_PATH", "TARGETS", "Job", "LocalTarget", "RawResult", "Target", "register_target"]
+
+import targets.gpu  # noqa: E402,F401  (registers kind "gpu")

@@ -172,6 +172,10 @@ class Session:
     def run(self, feeds):
         raise NotImplementedError
 
+    def runtime_memory(self):
+        """The runtime's own memory figures, where it has them (MB)."""
+        return {}
+
 
 class OnnxSession(Session):
     def __init__(self, path, threads, providers):
@@ -314,6 +318,12 @@ class TorchSession(Session):
                 torch.cuda.synchronize()
         outs = out if isinstance(out, (list, tuple)) else [out]
         return [o.detach().cpu().numpy() for o in outs]
+
+    def runtime_memory(self):
+        if self.device.startswith("cuda"):
+            return {"gpu_peak_allocated": self.torch.cuda.max_memory_allocated() / 2 ** 20,
+                    "gpu_peak_reserved": self.torch.cuda.max_memory_reserved() / 2 ** 20}
+        return {}
 
 
 def open_session(job):
@@ -541,6 +551,7 @@ def execute(job):
         "peak_rss": mem_end["peak"],
         "method": "VmRSS/VmHWM from /proc/self/status (ru_maxrss where absent), whole process",
     }
+    result["memory_mb"].update(session.runtime_memory())
     result["device_after"] = probe(full=False)
     return result
 
