@@ -22,6 +22,7 @@ class Job:
     eval_inputs: str | None = None
     runs: int = 50
     warmup: int = 5
+    warmup_until_stable: bool = False
     min_time_s: float = 0.5
     max_time_s: float = 60.0
     mode: str = "fixed"  # "fixed" or "adaptive"

@@ -435,10 +435,17 @@ def time_loop(session, feeds, job):
     run = session.run
 
     warm = []
-    for _ in range(warmup):
+    stable_warmup = bool(job.get("warmup_until_stable", False))
+    max_warmup = int(job.get("max_warmup", 200))
+    while len(warm) < (max_warmup if stable_warmup else warmup):
         t0 = perf()
         run(feeds)
         warm.append(perf() - t0)
+        # Stable: the median of the last 5 warm-up runs is within 5% of the 5 before them.
+        if stable_warmup and len(warm) >= max(warmup, 10):
+            a, b = sorted(warm[-10:-5])[2], sorted(warm[-5:])[2]
+            if abs(b - a) <= 0.05 * a:
+                break
     lat = []
     start = perf()
     stopped_by = "count"
