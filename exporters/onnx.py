@@ -1,0 +1,175 @@
+"""torch -> ONNX (dynamo exporter, dynamic batch) and onnxruntime's post-training quantizers.
+
+Precisions:
+  fp32          torch.onnx.export(dynamo=True, external_data=False), batch dim dynamic.
+  fp16          onnxconverter-common convert_float_to_float16(keep_io_types=True): weights and
+                compute fp16, inputs/outputs stay float32 so the same arrays feed every variant.
+  int8-dynamic  onnxruntime quantize_dynamic on Conv/MatMul/Gemm, uint8 weights, per-tensor.
+  int8-static   onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations,
+                MinMax calibration over `calibration` (batch 1 each, at most 64 samples).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters.base import PRECISIONS, register_exporter
+from harness.errors import ExportError
+
+FORMAT = "onnx"
+SUPPORTED = PRECISIONS
+MAX_CALIBRATION_SAMPLES = 64
+
+
+@register_exporter(FORMAT)
+def export_onnx(
+    model: Any,
+    example: tuple[Any, ...],
+    precision: str,
+    out_path: Path,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """Export `model` to ONNX at `precision`, validate it in onnxruntime, write `out_path` atomically."""
+    if precision not in SUPPORTED:
+        raise ExportError(f"{FORMAT} export: unsupported precision {precision!r} "
+                          f"(onnx supports {', '.join(SUPPORTED)})")
+    if precision == "int8-static":
+        _check_calibration(example, calibration)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # Intermediates and the final file live beside out_path so os.replace is atomic and a
+        # failure leaves nothing behind.
+        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".onnx-export-") as tmp:
+            fp32 = Path(tmp) / "fp32.onnx"
+            _export_fp32(model, example, fp32)
+            final = Path(tmp) / "final.onnx"
+            if precision == "fp32":
+                final = fp32
+            elif precision == "fp16":
+                _to_fp16(fp32, final)
+            elif precision == "int8-dynamic":
+                _quantize_dynamic(fp32, final)
+            else:
+                _quantize_static(fp32, final, calibration)  # type: ignore[arg-type]
+            _validate(final, example)
+            os.replace(final, out_path)
+    except ExportError as e:  # a validation finding: say which export it was
+        raise ExportError(f"onnx {precision} export failed: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any converter/runtime failure is a failed artifact
+        raise ExportError(f"onnx {precision} export failed: {_one_line(e)}") from e
+    return out_path
+
+
+def _export_fp32(model: Any, example: tuple[Any, ...], path: Path) -> None:
+    import torch
+
+    model = model.eval()
+    # A batch-1 example can silently specialise the batch dim to 1 (NOTES), so trace at batch 2.
+    example2 = tuple(torch.cat([t, t], dim=0) for t in example)
+    batch = torch.export.Dim("batch")
+    with torch.no_grad():
+        n_out = len(torch.utils._pytree.tree_leaves(model(*example)))
+    single_in, single_out = len(example) == 1, n_out == 1
+    torch.onnx.export(
+        model,
+        example2,
+        str(path),
+        dynamo=True,
+        external_data=False,
+        input_names=["input"] if single_in else [f"input_{i}" for i in range(len(example))],
+        output_names=["logits"] if single_out else [f"output_{i}" for i in range(n_out)],
+        dynamic_shapes=tuple({0: batch} for _ in example),
+        verbose=False,
+    )
+
+
+def _to_fp16(src: Path, dst: Path) -> None:
+    import onnx
+    from onnxconverter_common import float16
+
+    model16 = float16.convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model16, str(dst))
+
+
+def _quantize_dynamic(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    # uint8 weights: ORT's CPU ConvInteger has a fast kernel only for uint8 x uint8; with int8
+    # weights a small CNN ran 5-8x slower than fp32 here, with uint8 at fp32 speed.
+    # MatMulInteger is as fast either way.
+    quantize_dynamic(str(src), str(dst), weight_type=QuantType.QUInt8,
+                     op_types_to_quantize=["Conv", "MatMul", "Gemm"], per_channel=False)
+
+
+def _quantize_static(src: Path, dst: Path, calibration: np.ndarray) -> None:
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    samples = _calibration_samples(calibration)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._it = iter(samples)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            x = next(self._it, None)
+            return None if x is None else {input_name: x}
+
+    # U8S8 is onnxruntime's recommended CPU pairing (fastest on x86 here, fine on ARM); QDQ is
+    # the format ORT's CPU kernels fuse.
+    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+
+
+def _calibration_samples(calibration: np.ndarray) -> list[np.ndarray]:
+    """At most MAX_CALIBRATION_SAMPLES batch-1 arrays, spread evenly over `calibration`."""
+    n = len(calibration)
+    idx = np.unique(np.linspace(0, n - 1, min(n, MAX_CALIBRATION_SAMPLES)).round().astype(int))
+    return [np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32) for i in idx]
+
+
+def _check_calibration(example: tuple[Any, ...], calibration: np.ndarray | None) -> None:
+    if calibration is None or len(calibration) == 0:
+        raise ExportError("onnx int8-static export failed: calibration data is required")
+    if len(example) != 1:
+        raise ExportError("onnx int8-static export failed: calibration supports single-input models only")
+    want = tuple(example[0].shape[1:])
+    if tuple(calibration.shape[1:]) != want:
+        raise ExportError(f"onnx int8-static export failed: calibration samples have shape "
+                          f"{tuple(calibration.shape[1:])}, the model takes {want}")
+
+
+def _validate(path: Path, example: tuple[Any, ...]) -> None:
+    """The file must pass the checker, load in onnxruntime and run at batch 4 (dynamic batch)."""
+    import onnx
+    import onnxruntime as ort
+
+    onnx.checker.check_model(str(path))
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: np.concatenate([t.detach().cpu().numpy()] * 4, axis=0)
+             for i, t in zip(sess.get_inputs(), example, strict=True)}
+    outs = sess.run(None, feeds)
+    if outs[0].shape[0] != 4:
+        raise ExportError(f"batch dim is not dynamic (batch 4 gave {outs[0].shape})")
+    if not all(np.isfinite(o).all() for o in outs if np.issubdtype(o.dtype, np.floating)):
+        raise ExportError("the exported model produced non-finite outputs")
+
+
+def _one_line(e: BaseException) -> str:
+    """The root cause of `e` on one short line: converter errors nest and run to pages."""
+    inner = e
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(inner))  # torch.onnx colours its messages
+    msg = f"{type(inner).__name__}: {' '.join(text.split())}".rstrip(": ")
+    if inner is not e:
+        msg = f"{type(e).__name__}: {msg}"
+    return msg if len(msg) <= 300 else msg[:297] + "..."

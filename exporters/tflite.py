@@ -1,0 +1,171 @@
+"""torch -> TFLite through litert-torch, quantized with ai-edge-quantizer (AEQ).
+
+Precisions (all keep the torch model's NCHW float32 inputs and float32 outputs):
+  fp32          litert_torch.convert(model, example).export(path).
+  fp16          AEQ float casting, weight-only: Conv/FC weights stored fp16 and dequantized
+                to fp32 in the graph, compute fp32.
+  int8-dynamic  AEQ recipe dynamic_wi8_afp32: per-channel symmetric int8 weights, activations
+                quantized on the fly by the kernels (dynamic range).
+  int8-static   AEQ recipe static_wi8_ai8 (int8 weights per channel, int8 activations per tensor)
+                calibrated on `calibration`, with the model's INPUT/OUTPUT left unquantized so
+                QUANTIZE/DEQUANTIZE ops sit at the edges and the I/O stays float32.
+The batch size is the example's (1): TFLite models here have a fixed batch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from exporters.base import PRECISIONS, register_exporter
+from harness.errors import ExportError
+
+FORMAT = "tflite"
+SUPPORTED = PRECISIONS
+MAX_CALIBRATION_SAMPLES = 64
+
+
+@register_exporter(FORMAT)
+def export_tflite(
+    model: Any,
+    example: tuple[Any, ...],
+    precision: str,
+    out_path: Path,
+    calibration: np.ndarray | None = None,
+) -> Path:
+    """Convert `model` to TFLite at `precision`, run it once in ai-edge-litert, write `out_path` atomically."""
+    if precision not in SUPPORTED:
+        raise ExportError(f"{FORMAT} export: unsupported precision {precision!r} "
+                          f"(tflite supports {', '.join(SUPPORTED)})")
+    if precision == "int8-static":
+        _check_calibration(example, calibration)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".tflite-export-") as tmp:
+            fp32 = Path(tmp) / "fp32.tflite"
+            _convert_fp32(model, example, fp32)
+            final = fp32
+            if precision != "fp32":
+                final = Path(tmp) / "final.tflite"
+                _quantize(fp32, final, precision, example, calibration)
+            _validate(final, example)
+            os.replace(final, out_path)
+    except ExportError as e:  # a validation finding: say which export it was
+        raise ExportError(f"tflite {precision} export failed: {e}") from e
+    except Exception as e:  # noqa: BLE001 - any converter/runtime failure is a failed artifact
+        raise ExportError(f"tflite {precision} export failed: {_one_line(e)}") from e
+    return out_path
+
+
+def _convert_fp32(model: Any, example: tuple[Any, ...], path: Path) -> None:
+    # The converter prints a progress tree per stage; keep the harness output readable
+    # unless the user asked for it.
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")
+    import litert_torch  # slow to import (seconds): only when a TFLite export is asked for
+
+    litert_torch.convert(model.eval(), tuple(example)).export(str(path))
+
+
+def _quantize(src: Path, dst: Path, precision: str, example: tuple[Any, ...],
+              calibration: np.ndarray | None) -> None:
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer, recipe
+
+    algo = algorithm_manager.AlgorithmName
+    q = quantizer.Quantizer(str(src))
+    if precision == "fp16":
+        fp16_weights = qtyping.OpQuantizationConfig(
+            weight_tensor_config=qtyping.TensorQuantizationConfig(
+                num_bits=16, dtype=qtyping.TensorDataType.FLOAT),
+            compute_precision=qtyping.ComputePrecision.FLOAT,
+            explicit_dequantize=True,
+        )
+        q.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                     op_config=fp16_weights, algorithm_key=algo.FLOAT_CASTING)
+    elif precision == "int8-dynamic":
+        q.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    else:
+        q.load_quantization_recipe(recipe.static_wi8_ai8())
+        # Without this the graph's input and output tensors become int8 and the runner would
+        # have to quantize inputs itself; float edges let one input array feed every variant.
+        for edge in (qtyping.TFLOperationName.INPUT, qtyping.TFLOperationName.OUTPUT):
+            q.update_quantization_recipe(regex=".*", operation_name=edge, algorithm_key=algo.NO_QUANTIZE)
+    calibration_result = None
+    if q.need_calibration:
+        assert calibration is not None  # checked by _check_calibration
+        calibration_result = q.calibrate(_calibration_data(src, example, calibration),
+                                         num_threads=os.cpu_count() or 1)
+    q.quantize(calibration_result, enable_progress_report=False).export_model(str(dst), overwrite=True)
+
+
+def _calibration_data(model_path: Path, example: tuple[Any, ...],
+                      calibration: np.ndarray) -> dict[str, list[dict[str, np.ndarray]]]:
+    """AEQ calibration feeds: batches shaped like the example, keyed by the model's signature."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    signatures = Interpreter(model_path=str(model_path)).get_signature_list()
+    key = next(iter(signatures))
+    name = signatures[key]["inputs"][0]
+    batch = int(example[0].shape[0])
+    n = len(calibration)
+    idx = np.unique(np.linspace(0, n - 1, min(n, MAX_CALIBRATION_SAMPLES)).round().astype(int))
+    samples = np.asarray(calibration[idx], dtype=np.float32)
+    # The converted model has a fixed batch, so calibration batches must match it.
+    feeds = [{name: samples[i:i + batch]} for i in range(0, len(samples) - batch + 1, batch)]
+    return {key: feeds}
+
+
+def _check_calibration(example: tuple[Any, ...], calibration: np.ndarray | None) -> None:
+    if calibration is None or len(calibration) == 0:
+        raise ExportError("tflite int8-static export failed: calibration data is required")
+    if len(example) != 1:
+        raise ExportError("tflite int8-static export failed: calibration supports single-input models only")
+    want = tuple(example[0].shape[1:])
+    if tuple(calibration.shape[1:]) != want:
+        raise ExportError(f"tflite int8-static export failed: calibration samples have shape "
+                          f"{tuple(calibration.shape[1:])}, the model takes {want}")
+    if len(calibration) < example[0].shape[0]:
+        raise ExportError("tflite int8-static export failed: fewer calibration samples than one batch")
+
+
+def _validate(path: Path, example: tuple[Any, ...]) -> None:
+    """The file must load in ai-edge-litert, take the example's dtypes as they are, and run once."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+    signatures = interpreter.get_signature_list()
+    runner = interpreter.get_signature_runner(next(iter(signatures)))
+    details = runner.get_input_details()
+    feeds = {}
+    for i, t in enumerate(example):
+        name = f"args_{i}"  # litert-torch names signature inputs after the positional args
+        arr = t.detach().cpu().numpy()
+        want = details[name]["dtype"]
+        if np.issubdtype(arr.dtype, np.floating) and want != arr.dtype:
+            raise ExportError(f"input {name} became {np.dtype(want).name}, "
+                              f"the torch model takes {arr.dtype.name}")
+        # int64 ids are narrowed to int32 by the converter; feed what the model takes.
+        feeds[name] = arr.astype(want)
+    outs = runner(**feeds)
+    for name, out in outs.items():
+        if out.dtype in (np.int8, np.uint8):
+            raise ExportError(f"output {name} became {out.dtype.name}, expected float")
+        if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
+            raise ExportError(f"output {name} has non-finite values")
+
+
+def _one_line(e: BaseException) -> str:
+    """The root cause of `e` on one short line: converter errors nest and run to pages."""
+    inner = e
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(inner))  # torch.onnx colours its messages
+    msg = f"{type(inner).__name__}: {' '.join(text.split())}".rstrip(": ")
+    if inner is not e:
+        msg = f"{type(e).__name__}: {msg}"
+    return msg if len(msg) <= 300 else msg[:297] + "..."
