@@ -77,16 +77,72 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from harness.rerender import rerender
 
-    written = rerender(Path(args.dir))
+    constraints = {"max_latency_ms": args.max_latency_ms, "max_accuracy_drop": args.max_accuracy_drop,
+                   "max_size_mb": args.max_size_mb, "max_memory_mb": args.max_memory_mb}
+    written = rerender(Path(args.dir), constraints)
     for p in written:
         print(p)
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from harness.compare import compare_runs, render_text, write_comparison
+
+    comp = compare_runs(args.old, args.new, alpha=args.alpha, min_change=args.min_change,
+                        max_accuracy_drop=args.max_accuracy_drop)
+    print(render_text(comp))
+    print(f"written: {write_comparison(comp, args.out or args.new)}")
+    return 1 if comp.regressions else 0
+
+
+def _fraction(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not 0 <= x < 1:
+        raise argparse.ArgumentTypeError(f"{v!r} must be a fraction in [0, 1) (0.01 = 1 point / 1%)")
+    return x
+
+
+def _non_negative_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not x >= 0:
+        raise argparse.ArgumentTypeError(f"{v!r} must be >= 0")
+    return x
+
+
+def _positive_float(v: str) -> float:
+    try:
+        x = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not x > 0:
+        raise argparse.ArgumentTypeError(f"{v!r} must be > 0")
+    return x
 
 
 def cmd_targets_check(args: argparse.Namespace) -> int:
     from harness.doctor import check_targets
 
     return check_targets(args.names, args.targets)
+
+
+def cmd_targets_setup(args: argparse.Namespace) -> int:
+    from harness.doctor import setup_target
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    setup_target(args.name, args.targets, formats, wheels=args.wheels)
+    return 0
+
+
+def cmd_targets_trust(args: argparse.Namespace) -> int:
+    from harness.doctor import trust_target
+
+    return trust_target(args.name, args.targets, replace=args.replace, expect=args.expect)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -138,10 +194,47 @@ def build_parser() -> argparse.ArgumentParser:
     tc.add_argument("names", nargs="*")
     tc.add_argument("--targets", type=Path, help="targets file (TOML)")
     tc.set_defaults(func=cmd_targets_check)
+    ts = tsub.add_parser("setup", help="create a venv on an ssh device and install the runtimes")
+    ts.add_argument("name")
+    ts.add_argument("--formats", default="onnx,tflite", help="runtimes for these formats (default onnx,tflite)")
+    ts.add_argument("--wheels", type=Path, help="download wheels for the device here and copy them over "
+                    "(for boards without internet)")
+    ts.add_argument("--targets", type=Path, help="targets file (TOML)")
+    ts.set_defaults(func=cmd_targets_setup)
+    tt = tsub.add_parser("trust", help="show an ssh device's host key and add it to known_hosts")
+    tt.add_argument("name")
+    tt.add_argument("--replace", action="store_true", help="replace a different key already recorded")
+    tt.add_argument("--expect", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
+    tt.add_argument("--targets", type=Path, help="targets file (TOML)")
+    tt.set_defaults(func=cmd_targets_trust)
 
-    rp = sub.add_parser("report", help="re-render Markdown/HTML from report.json files")
+    rp = sub.add_parser("report", help="re-render Markdown/HTML/CSV from report.json files",
+                        description="Re-render report.md/report.html beside every report.json under DIR, and "
+                        "summary.md/summary.html/cells.csv per run folder. Limits given here replace the run's "
+                        "(and are stored in report.json).")
     rp.add_argument("dir")
+    rp.add_argument("--max-latency-ms", type=_positive_float, help="recommend only cells with p50 at most this")
+    rp.add_argument("--max-accuracy-drop", type=_fraction,
+                    help="top-1 drop against the fp32 reference, as a fraction (0.01 = 1 point)")
+    rp.add_argument("--max-size-mb", type=_positive_float, help="artifact size limit (MB, 10^6 bytes)")
+    rp.add_argument("--max-memory-mb", type=_positive_float, help="peak RSS limit (MB)")
     rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="regression check between two runs (exit 1 on a regression)",
+                        description="Match cells (target + variant + format) of two run folders. A cell regresses "
+                        "when it is slower with one-sided Mann-Whitney p < ALPHA on the raw timings AND its median "
+                        "rose more than MIN_CHANGE, when its top-1 fell more than MAX_ACCURACY_DROP, or when it "
+                        "no longer runs. Exit 0: no regression, 1: a regression, 2: unreadable input.")
+    cp.add_argument("old", type=Path, help="the baseline run folder (with */report.json)")
+    cp.add_argument("new", type=Path, help="the run folder to check")
+    cp.add_argument("--alpha", type=_fraction, default=0.01, help="significance level (default 0.01)")
+    cp.add_argument("--min-change", type=_non_negative_float, default=0.05,
+                    help="smallest median change that counts, as a fraction (default 0.05 = 5%%)")
+    cp.add_argument("--max-accuracy-drop", type=_fraction, default=0.01,
+                    help="top-1 drop that counts, as a fraction (default 0.01 = 1 point)")
+    cp.add_argument("--out", type=Path, help="where to write compare.md/.json: a folder or a .md file "
+                    "(default: NEW)")
+    cp.set_defaults(func=cmd_compare)
     return p
 
 
