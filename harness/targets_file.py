@@ -20,7 +20,7 @@ KIND_KEYS: dict[str, set[str]] = {
     "local": set(),
     "gpu": {"device", "providers"},
     "ssh": {"host", "user", "port", "key", "known_hosts", "password_env", "connect_timeout_s",
-            "run_timeout_s", "trust", "keep_files"},
+            "run_timeout_s", "trust", "keep_files", "ssh_config"},
 }
 
 

@@ -8,3 +8,4 @@ from targets.local import LocalTarget
 __all__ = ["RUNNER_PATH", "TARGETS", "Job", "LocalTarget", "RawResult", "Target", "register_target"]
 
 import targets.gpu  # noqa: E402,F401  (registers kind "gpu")
+import targets.ssh  # noqa: E402,F401  (registers kind "ssh")
