@@ -74,6 +74,8 @@ def load_textures(patch: int = 64, seed: int = 0, per_class: int | None = None) 
 
     if patch < 8 or patch > 100:
         raise ConfigError(f"texture patch size must be between 8 and 100 pixels, got {patch}")
+    if per_class is not None and per_class < 3:
+        raise ConfigError(f"per_class must be at least 3 (one patch per split), got {per_class}")
     rng = np.random.default_rng(seed)
     xs: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     ys: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
@@ -127,11 +129,14 @@ def load_npz(path: Path) -> Dataset:
     try:
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path}: not a readable .npz file ({e})") from e
+    except Exception as e:  # numpy raises OSError, ValueError, BadZipFile, EOFError, ... for a damaged file
+        raise ConfigError(f"{path}: not a readable .npz file ({type(e).__name__}: {' '.join(str(e).split())[:200]}); "
+                          "write it with numpy.savez") from None
     for key in ("x_train", "y_train", "x_test", "y_test"):
         if key not in data:
-            raise ConfigError(f"{path}: missing key {key!r}")
+            have = ", ".join(sorted(data)) or "no arrays"
+            raise ConfigError(f"{path}: missing array {key!r} (it has {have}; a dataset .npz holds x_train, y_train, "
+                              "x_test, y_test)")
     if ("x_val" in data) != ("y_val" in data):
         raise ConfigError(f"{path}: x_val and y_val must be given together")
     if "x_val" not in data:
@@ -203,7 +208,7 @@ def load_image_folder(path: Path, size: int = 64, seed: int = 0) -> Dataset:
         n_test = round(0.15 * len(files))
         n_val = round(0.15 * len(files))
         chunks = (files[n_val + n_test:], files[:n_val], files[n_val:n_val + n_test])
-        for split, chunk in zip(SPLITS, chunks):
+        for split, chunk in zip(SPLITS, chunks, strict=True):
             parts[split] += [(_read_rgb(f, size), label) for f in chunk]
     arrays = {}
     for split in SPLITS:
@@ -226,7 +231,7 @@ def shifted(x: np.ndarray, seed: int = 0) -> np.ndarray:
     img = (np.asarray(x, dtype=np.float32) + 1.0) / 2.0  # back to [0, 1]
     out = np.empty_like(img)
     kinds = rng.integers(0, 3, size=len(img))
-    for i, (im, kind) in enumerate(zip(img, kinds)):
+    for i, (im, kind) in enumerate(zip(img, kinds, strict=True)):
         if kind == 0:
             out[i] = im + rng.normal(0.0, 0.12, size=im.shape).astype(np.float32)
         elif kind == 1:

@@ -198,6 +198,17 @@ def sparsity(model: nn.Module) -> float:
     return zeros / total if total else 0.0
 
 
+def finetune_tail(model: nn.Module) -> list[nn.Module] | None:
+    """The modules unfrozen in the second stage of transfer learning; None if unknown."""
+    if isinstance(model, EfficientNetLite):
+        # The last third of the blocks hold the most task-specific (and most) parameters.
+        n = max(1, len(model.blocks) // 3)
+        return [*list(model.blocks)[-n:], model.head, model.classifier]
+    if isinstance(model, TinyCNN):
+        return [model.convs[-1], model.classifier]
+    return None
+
+
 MODELS: dict[str, Callable[[int, bool], nn.Module]] = {
     "efficientnet_lite0": lambda n, pretrained: efficientnet_lite0(n, pretrained),
     # Students train from scratch: `pretrained` is ignored, there are no weights for them.
