@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import weakref
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -84,3 +86,63 @@ def format_of(path: Path) -> str:
     if fmt is None:
         raise ModelError(f"{path}: unknown model format (expected one of {', '.join(SUFFIX_FORMATS)})")
     return fmt
+
+
+def require_precision(fmt: str, precision: str, supported: tuple[str, ...]) -> None:
+    """Refuse a precision this format's exporter does not make, naming the ones it does."""
+    from harness.errors import ExportError
+
+    if precision not in supported:
+        raise ExportError(f"{fmt} export: unsupported precision {precision!r} "
+                          f"({fmt} supports {', '.join(supported)})")
+
+
+def check_calibration(fmt: str, example: tuple[Any, ...], calibration: np.ndarray | None) -> None:
+    """Static int8 needs calibration samples shaped like one model input (single-input models)."""
+    from harness.errors import ExportError
+
+    where = f"{fmt} int8-static export failed"
+    if calibration is None or len(calibration) == 0:
+        raise ExportError(f"{where}: calibration data is required")
+    if len(example) != 1:
+        raise ExportError(f"{where}: calibration supports single-input models only")
+    want = tuple(example[0].shape[1:])
+    if tuple(calibration.shape[1:]) != want:
+        raise ExportError(f"{where}: calibration samples have shape {tuple(calibration.shape[1:])}, "
+                          f"the model takes {want}")
+
+
+def one_line(e: BaseException) -> str:
+    """The root cause of `e` on one short line: converter errors nest and run to pages."""
+    inner = e
+    while inner.__cause__ is not None:
+        inner = inner.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(inner))  # torch.onnx colours its messages
+    msg = f"{type(inner).__name__}: {' '.join(text.split())}".rstrip(": ")
+    if inner is not e:
+        msg = f"{type(e).__name__}: {msg}"
+    return msg if len(msg) <= 300 else msg[:297] + "..."
+
+
+# The fp32 conversion is the slow step (seconds) and every precision starts from it: keep the
+# bytes per live model, keyed by format, input shapes and the parameters' version counters
+# (an in-place update of a weight bumps them, so a changed model is converted again).
+_FP32: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], bytes]] = weakref.WeakKeyDictionary()
+
+
+def fp32_once(fmt: str, model: Any, example: tuple[Any, ...], path: Path,
+              convert: Callable[[Any, tuple[Any, ...], Path], None]) -> None:
+    """Write the fp32 conversion of `model` to `path`, converting only the first time per model."""
+    key = (fmt, tuple(tuple(t.shape) for t in example), tuple(str(t.dtype) for t in example),
+           tuple(p._version for p in model.parameters()), tuple(b._version for b in model.buffers()))
+    try:
+        memo = _FP32.setdefault(model, {})
+    except TypeError:  # not weak-referenceable: just convert
+        convert(model, example, path)
+        return
+    if key not in memo:
+        convert(model, example, path)
+        memo.clear()
+        memo[key] = Path(path).read_bytes()
+    else:
+        Path(path).write_bytes(memo[key])

@@ -12,14 +12,13 @@ Precisions:
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from exporters.base import PRECISIONS, register_exporter
+from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter, require_precision
 from harness.errors import ExportError
 
 FORMAT = "onnx"
@@ -36,11 +35,9 @@ def export_onnx(
     calibration: np.ndarray | None = None,
 ) -> Path:
     """Export `model` to ONNX at `precision`, validate it in onnxruntime, write `out_path` atomically."""
-    if precision not in SUPPORTED:
-        raise ExportError(f"{FORMAT} export: unsupported precision {precision!r} "
-                          f"(onnx supports {', '.join(SUPPORTED)})")
+    require_precision(FORMAT, precision, SUPPORTED)
     if precision == "int8-static":
-        _check_calibration(example, calibration)
+        check_calibration("onnx", example, calibration)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -48,7 +45,7 @@ def export_onnx(
         # failure leaves nothing behind.
         with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".onnx-export-") as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            _export_fp32(model, example, fp32)
+            fp32_once("onnx", model, example, fp32, _export_fp32)
             final = Path(tmp) / "final.onnx"
             if precision == "fp32":
                 final = fp32
@@ -63,7 +60,7 @@ def export_onnx(
     except ExportError as e:  # a validation finding: say which export it was
         raise ExportError(f"onnx {precision} export failed: {e}") from e
     except Exception as e:  # noqa: BLE001 - any converter/runtime failure is a failed artifact
-        raise ExportError(f"onnx {precision} export failed: {_one_line(e)}") from e
+        raise ExportError(f"onnx {precision} export failed: {one_line(e)}") from e
     return out_path
 
 
@@ -136,16 +133,6 @@ def _calibration_samples(calibration: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(calibration[i:i + 1], dtype=np.float32) for i in idx]
 
 
-def _check_calibration(example: tuple[Any, ...], calibration: np.ndarray | None) -> None:
-    if calibration is None or len(calibration) == 0:
-        raise ExportError("onnx int8-static export failed: calibration data is required")
-    if len(example) != 1:
-        raise ExportError("onnx int8-static export failed: calibration supports single-input models only")
-    want = tuple(example[0].shape[1:])
-    if tuple(calibration.shape[1:]) != want:
-        raise ExportError(f"onnx int8-static export failed: calibration samples have shape "
-                          f"{tuple(calibration.shape[1:])}, the model takes {want}")
-
 
 def _validate(path: Path, example: tuple[Any, ...]) -> None:
     """The file must pass the checker, load in onnxruntime and run at batch 4 (dynamic batch)."""
@@ -161,15 +148,3 @@ def _validate(path: Path, example: tuple[Any, ...]) -> None:
         raise ExportError(f"batch dim is not dynamic (batch 4 gave {outs[0].shape})")
     if not all(np.isfinite(o).all() for o in outs if np.issubdtype(o.dtype, np.floating)):
         raise ExportError("the exported model produced non-finite outputs")
-
-
-def _one_line(e: BaseException) -> str:
-    """The root cause of `e` on one short line: converter errors nest and run to pages."""
-    inner = e
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(inner))  # torch.onnx colours its messages
-    msg = f"{type(inner).__name__}: {' '.join(text.split())}".rstrip(": ")
-    if inner is not e:
-        msg = f"{type(e).__name__}: {msg}"
-    return msg if len(msg) <= 300 else msg[:297] + "..."

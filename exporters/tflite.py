@@ -15,14 +15,13 @@ The batch size is the example's (1): TFLite models here have a fixed batch.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from exporters.base import PRECISIONS, register_exporter
+from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter, require_precision
 from harness.errors import ExportError
 
 FORMAT = "tflite"
@@ -39,17 +38,15 @@ def export_tflite(
     calibration: np.ndarray | None = None,
 ) -> Path:
     """Convert `model` to TFLite at `precision`, run it once in ai-edge-litert, write `out_path` atomically."""
-    if precision not in SUPPORTED:
-        raise ExportError(f"{FORMAT} export: unsupported precision {precision!r} "
-                          f"(tflite supports {', '.join(SUPPORTED)})")
+    require_precision(FORMAT, precision, SUPPORTED)
     if precision == "int8-static":
-        _check_calibration(example, calibration)
+        check_calibration("tflite", example, calibration)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".tflite-export-") as tmp:
             fp32 = Path(tmp) / "fp32.tflite"
-            _convert_fp32(model, example, fp32)
+            fp32_once("tflite", model, example, fp32, _convert_fp32)
             final = fp32
             if precision != "fp32":
                 final = Path(tmp) / "final.tflite"
@@ -59,7 +56,7 @@ def export_tflite(
     except ExportError as e:  # a validation finding: say which export it was
         raise ExportError(f"tflite {precision} export failed: {e}") from e
     except Exception as e:  # noqa: BLE001 - any converter/runtime failure is a failed artifact
-        raise ExportError(f"tflite {precision} export failed: {_one_line(e)}") from e
+        raise ExportError(f"tflite {precision} export failed: {one_line(e)}") from e
     return out_path
 
 
@@ -120,18 +117,6 @@ def _calibration_data(model_path: Path, example: tuple[Any, ...],
     return {key: feeds}
 
 
-def _check_calibration(example: tuple[Any, ...], calibration: np.ndarray | None) -> None:
-    if calibration is None or len(calibration) == 0:
-        raise ExportError("tflite int8-static export failed: calibration data is required")
-    if len(example) != 1:
-        raise ExportError("tflite int8-static export failed: calibration supports single-input models only")
-    want = tuple(example[0].shape[1:])
-    if tuple(calibration.shape[1:]) != want:
-        raise ExportError(f"tflite int8-static export failed: calibration samples have shape "
-                          f"{tuple(calibration.shape[1:])}, the model takes {want}")
-    if len(calibration) < example[0].shape[0]:
-        raise ExportError("tflite int8-static export failed: fewer calibration samples than one batch")
-
 
 def _validate(path: Path, example: tuple[Any, ...]) -> None:
     """The file must load in ai-edge-litert, take the example's dtypes as they are, and run once."""
@@ -157,15 +142,3 @@ def _validate(path: Path, example: tuple[Any, ...]) -> None:
             raise ExportError(f"output {name} became {out.dtype.name}, expected float")
         if np.issubdtype(out.dtype, np.floating) and not np.isfinite(out).all():
             raise ExportError(f"output {name} has non-finite values")
-
-
-def _one_line(e: BaseException) -> str:
-    """The root cause of `e` on one short line: converter errors nest and run to pages."""
-    inner = e
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(inner))  # torch.onnx colours its messages
-    msg = f"{type(inner).__name__}: {' '.join(text.split())}".rstrip(": ")
-    if inner is not e:
-        msg = f"{type(e).__name__}: {msg}"
-    return msg if len(msg) <= 300 else msg[:297] + "..."

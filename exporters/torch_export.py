@@ -6,13 +6,12 @@ On the target the runner calls `torch.export.load(path).module()(*inputs)`.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from exporters.base import register_exporter
+from exporters.base import one_line, register_exporter, require_precision
 from harness.errors import ExportError
 
 FORMAT = "torch"
@@ -28,9 +27,7 @@ def export_torch(
     calibration: np.ndarray | None = None,
 ) -> Path:
     """Save `model` as a torch.export program with a dynamic batch dim; reload and run it once."""
-    if precision not in SUPPORTED:
-        raise ExportError(f"{FORMAT} export: unsupported precision {precision!r} "
-                          f"(torch supports {', '.join(SUPPORTED)})")
+    require_precision(FORMAT, precision, SUPPORTED)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the .pt2 suffix on the temp name: torch.export.save warns on other suffixes.
@@ -49,7 +46,7 @@ def export_torch(
     except ExportError as e:  # a validation finding: say which export it was
         raise ExportError(f"torch {precision} export failed: {e}") from e
     except Exception as e:  # noqa: BLE001 - any export failure is a failed artifact
-        raise ExportError(f"torch {precision} export failed: {_one_line(e)}") from e
+        raise ExportError(f"torch {precision} export failed: {one_line(e)}") from e
     finally:
         tmp.unlink(missing_ok=True)
     return out_path
@@ -65,15 +62,3 @@ def _validate(path: Path, example: tuple[Any, ...]) -> None:
     first = torch.utils._pytree.tree_leaves(out)[0]
     if first.shape[0] != 4:
         raise ExportError(f"batch dim is not dynamic (batch 4 gave {tuple(first.shape)})")
-
-
-def _one_line(e: BaseException) -> str:
-    """The root cause of `e` on one short line: converter errors nest and run to pages."""
-    inner = e
-    while inner.__cause__ is not None:
-        inner = inner.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(inner))  # torch.onnx colours its messages
-    msg = f"{type(inner).__name__}: {' '.join(text.split())}".rstrip(": ")
-    if inner is not e:
-        msg = f"{type(e).__name__}: {msg}"
-    return msg if len(msg) <= 300 else msg[:297] + "..."

@@ -45,6 +45,7 @@ class FinetuneConfig:
     lr: float = 3e-3
     batch_size: int = 32
     baselines: bool = True  # train baselines without the pretrained weights
+    scratch_epochs: int = 3  # epochs for the same network trained from random weights
 
 
 @dataclass
@@ -152,6 +153,8 @@ def _build(cls: type, d: dict[str, Any], where: str, prefix: str = "") -> Any:
             kwargs[f.name] = _check_type(d[f.name], hints[f.name], prefix + f.name, where)
         elif f.default is MISSING and f.default_factory is MISSING:
             raise ConfigError(f"{where}: missing key '{prefix}{f.name}'")
+    if cls is ModelConfig and kwargs.get("factory") is not None and "builtin" not in d:
+        kwargs["builtin"] = None  # a user's factory replaces the default built-in model
     return cls(**kwargs)
 
 

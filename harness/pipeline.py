@@ -10,6 +10,7 @@ import hashlib
 import importlib
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class TorchVariant:
     info: dict[str, Any]
     outputs: np.ndarray | None = None  # logits on the evaluation inputs
     graph: dict[str, Any] = field(default_factory=dict)  # params / MACs from the fp32 ONNX graph
+    digest: str = ""  # content hash of architecture + weights: the key of cached exports
 
 
 class Prepared:
@@ -72,6 +74,40 @@ def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def model_digest(model: Any) -> str:
+    """Content hash of a torch model: its architecture (repr) and every tensor in its state."""
+    h = hashlib.sha256(repr(model).encode())
+    for k, t in model.state_dict().items():
+        h.update(k.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def _exporter_hash() -> str:
+    """Exporter code and converter versions: a change to either makes new artifacts."""
+    from importlib import metadata
+
+    h = hashlib.sha256()
+    for f in sorted((Path(__file__).parent.parent / "exporters").glob("*.py")):
+        h.update(f.read_bytes())
+    for dist in ("torch", "onnx", "onnxscript", "onnxruntime", "onnxconverter-common", "litert-torch",
+                 "ai-edge-quantizer"):
+        try:
+            h.update(f"{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            pass
+    return h.hexdigest()[:16]
+
+
+def _code_hash() -> str:
+    """Hash of the code that shapes a variant, so a changed recipe never reuses a stale cache entry."""
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in ("recipes.py", "models.py", "training.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def load_data(cfg: RunConfig) -> Any:
     from harness import data as D
 
@@ -89,7 +125,8 @@ def import_factory(spec: str) -> Any:
     try:
         mod = importlib.import_module(mod_name)
     except Exception as e:  # a user's module may raise anything on import
-        raise ConfigError(f"model.factory: importing {mod_name!r} failed: {type(e).__name__}: {e}") from None
+        hint = " (is its folder on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name == mod_name else ""
+        raise ConfigError(f"model.factory: importing {mod_name!r} failed: {type(e).__name__}: {e}{hint}") from None
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise ConfigError(f"model.factory: {mod_name!r} has no function {fn_name!r}")
@@ -112,6 +149,25 @@ def load_checkpoint(model: Any, path: Path) -> Any:
         first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
         raise ModelError(f"checkpoint {path} does not fit the model: {first[:300]}") from None
     return model
+
+
+def check_fits_data(model: Any, data: Any, name: str) -> None:
+    """A user's model must take the task's samples and return one score per class: say so in one line."""
+    import torch
+
+    x = torch.from_numpy(data.x_test[:2])
+    try:
+        with torch.no_grad():
+            y = model.eval()(x)
+    except Exception as e:
+        why = " ".join(str(e).split())[:300]
+        raise ModelError(f"model {name} does not accept the data's samples (float32 {list(x.shape)[1:]}, from "
+                         f"{data.name}): {type(e).__name__}: {why}") from None
+    want = (len(x), len(data.classes))
+    got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+    if got != want:
+        raise ModelError(f"model {name} returns {got} for {len(x)} samples; expected {want}: one score per class "
+                         f"({len(data.classes)} classes in {data.name})")
 
 
 class Pipeline:
@@ -148,6 +204,7 @@ class Pipeline:
                                       f"torch.nn.Module")
                 if mc.checkpoint:
                     load_checkpoint(model, Path(mc.checkpoint))
+                check_fits_data(model, data, mc.factory or "")
                 return model
             name = mc.factory
             ckpt_hash = sha256_file(Path(mc.checkpoint)) if mc.checkpoint else None
@@ -156,6 +213,7 @@ class Pipeline:
                 return M.build_model(mc.builtin or "", n_classes, pretrained=mc.pretrained)
             name, ckpt_hash = mc.builtin, None
         if fc.epochs == 0 and fc.unfreeze_epochs == 0:
+            torch.manual_seed(self.cfg.seed)  # a random head must be the same in every run (lineage, --resume)
             model = build().eval()
             sha = ckpt_hash or _key(name, "untrained")
         else:
@@ -180,10 +238,11 @@ class Pipeline:
         from harness import training as T
 
         fc = self.cfg.finetune
+        # Trained whole (a head on random features learns nothing): the fair no-transfer baseline.
         scratch, _ = T.finetune_cached(build_scratch, data, self.cache / "checkpoints",
                                        {"model": self.cfg.model.builtin, "pretrained": False},
-                                       epochs=fc.epochs, unfreeze_epochs=fc.unfreeze_epochs, lr=fc.lr,
-                                       batch_size=fc.batch_size, seed=self.cfg.seed)
+                                       epochs=fc.scratch_epochs, lr=1e-3, batch_size=fc.batch_size,
+                                       keep_best=True, seed=self.cfg.seed)
         return {"same network, random init": T.evaluate(scratch.eval(), data.x_test, data.y_test),
                 "linear model on pixels": T.pixel_baseline_accuracy(data)}
 
@@ -201,7 +260,8 @@ class Pipeline:
         if v.recipe == "reference":
             model, info = R.apply_recipe("reference", reference, data, {})
         else:
-            cache_file = self.cache / "variants" / f"{_key(ref_sha, data.fingerprint(), v.recipe, v.settings)}.pt"
+            key_parts = (ref_sha, data.fingerprint(), v.recipe, v.settings, _code_hash())
+            cache_file = self.cache / "variants" / f"{_key(*key_parts)}.pt"
             if cache_file.is_file():
                 blob = torch.load(cache_file, map_location="cpu", weights_only=False)
                 model, info = blob["model"], blob["info"]
@@ -215,7 +275,8 @@ class Pipeline:
                 torch.save({"model": model, "info": info}, tmp)
                 os.replace(tmp, cache_file)
         model.eval()
-        tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info)
+        tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
+                          digest=model_digest(model))
         prep.torch_variants[key] = tv
         return tv
 
@@ -232,9 +293,20 @@ class Pipeline:
         path = self.art_dir / f"{v.name}{ext}"
         example = (torch.from_numpy(data.x_test[:1]),)
         calib = data.x_train[: min(64, len(data.x_train))] if v.precision == "int8-static" else None
+        calib_hash = None if calib is None else hashlib.sha256(calib.tobytes()).hexdigest()
+        key = _key(tv.digest, cell.format, v.precision, _exporter_hash(), calib_hash)
+        cached = self.cache / "artifacts" / f"{key}{ext}"
         try:
-            with self.progress.step(f"export {cell.key} ({v.precision})"):
-                EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib)
+            if cached.is_file():
+                shutil.copyfile(cached, path)
+                self.progress(f"export {cell.key} ({v.precision}): cached")
+            else:
+                with self.progress.step(f"export {cell.key} ({v.precision})"):
+                    EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, cached)
         except ExportError as e:
             cell.status, cell.error = "failed", f"export failed: {e}"
             return
@@ -244,6 +316,8 @@ class Pipeline:
         par = check_artifact(path, cell.format, v.precision, self.parity_inputs(data), self.parity_reference(tv, data),
                              min_agreement=None, timeout_s=self.cfg.measure.timeout_s)
         art = Artifact.from_file(path, cell.format, v.precision)
+        if not tv.graph and cell.format == "onnx" and v.precision == "fp32":
+            self.graph_stats(tv, data, path)
         art.params = tv.graph.get("params") or tv.info.get("params")
         art.macs = tv.graph.get("macs")
         art.sparsity = tv.info.get("sparsity")
@@ -275,14 +349,14 @@ class Pipeline:
         n = self.cfg.measure.parity_samples
         return T.predict(tv.model, data.x_test[:n])
 
-    def graph_stats(self, tv: TorchVariant, data: Any) -> None:
-        """Params and MACs counted from the variant's fp32 ONNX graph (exported once to the cache)."""
+    def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
+        """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
         import torch
 
         from exporters import EXPORTERS
         from exporters.graph import onnx_graph_stats
 
-        path = self.art_dir / "graphs" / f"{tv.key}.onnx"
+        path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}.onnx"
         try:
             if not path.exists():
                 EXPORTERS["onnx"](tv.model, (torch.from_numpy(data.x_test[:1]),), "fp32", path)
@@ -335,13 +409,19 @@ class Pipeline:
                     prep.cells.append(Cell(v, fmt, status="failed",
                                            error=f"recipe {v.recipe} failed: {type(e).__name__}: {e}"))
                 continue
-            if not tv.graph:
-                self.graph_stats(tv, data)
             if tv.outputs is None:
                 tv.outputs = T.predict(tv.model, x_eval)
                 tv.info["host_top1"] = float(np.mean(tv.outputs[: len(y)].argmax(1) == y))
-            for fmt in v.formats:
-                cell = Cell(v, fmt)
+            # The fp32 ONNX cell first: its graph gives params and MACs to the variant's other cells.
+            fmts = sorted(v.formats, key=lambda f: f != "onnx")
+            cells = [Cell(v, f) for f in fmts]
+            for cell in cells:
                 self.export_cell(cell, tv, data, ref_sha, prep)
-                prep.cells.append(cell)
+            if not tv.graph:
+                self.graph_stats(tv, data)
+            for cell in cells:
+                if cell.artifact is not None:
+                    cell.artifact.params = tv.graph.get("params") or tv.info.get("params")
+                    cell.artifact.macs = tv.graph.get("macs")
+            prep.cells.extend(sorted(cells, key=lambda c: v.formats.index(c.format)))
         return prep
