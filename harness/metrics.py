@@ -41,8 +41,37 @@ def annotate(report: TargetReport, max_accuracy_drop: float = 0.01) -> None:
             if -d["top1_change_shifted"] > max_accuracy_drop + 1e-9:
                 flags.append(f"top-1 drops {-100 * d['top1_change_shifted']:.1f} points on shifted data "
                              f"(limit {100 * max_accuracy_drop:.1f})")
+        flags += device_flags(m)
         parity = (m.artifact or {}).get("parity") or {}
         if parity and not parity.get("passed", True):
             flags.append(f"parity check failed: {parity.get('reason')}")
         m.derived = d
         m.flags = flags
+
+
+DRIFT_LIMIT = 0.10  # last-quarter median this much above the first quarter's: the run was not steady
+
+
+def device_flags(m: Measurement) -> list[str]:
+    """Flags from the run itself: upward latency drift, throttling, a hot device."""
+    flags = []
+    raw = m.raw_latencies_ms or []
+    if len(raw) >= 40:
+        q = len(raw) // 4
+        first, last = sorted(raw[:q])[q // 2], sorted(raw[-q:])[q // 2]
+        if first > 0 and last / first - 1 > DRIFT_LIMIT:
+            rise = 100 * (last / first - 1)
+            flags.append(f"latency drifts upward through the run: last quarter's median {rise:.0f}% above the "
+                         f"first's (throttling or interference?)")
+    states = m.device_state or {}
+    for when in ("before", "during", "after"):
+        st = states.get(when) or {}
+        thr = st.get("throttled")
+        if thr and thr not in ("0x0", "0"):
+            flags.append(f"device reported throttling {when} the run (vcgencmd get_throttled = {thr})")
+            break
+    t0 = max(((states.get("before") or {}).get("temperature_c") or {}).values(), default=None)
+    t1 = max(((states.get("after") or {}).get("temperature_c") or {}).values(), default=None)
+    if t0 is not None and t1 is not None and t1 - t0 >= 10:
+        flags.append(f"device warmed from {t0:.0f} to {t1:.0f} °C during the run")
+    return flags
