@@ -235,6 +235,7 @@ class Pipeline:
 
     def baselines(self, data: Any, build_scratch: Any) -> dict[str, float]:
         """Accuracy without transfer: the same network from random weights, and pixels + a linear model."""
+        from harness import recipes as R
         from harness import training as T
 
         fc = self.cfg.finetune
@@ -242,7 +243,10 @@ class Pipeline:
         scratch, _ = T.finetune_cached(build_scratch, data, self.cache / "checkpoints",
                                        {"model": self.cfg.model.builtin, "pretrained": False},
                                        epochs=fc.scratch_epochs, lr=1e-3, batch_size=fc.batch_size,
-                                       keep_best=True, seed=self.cfg.seed)
+                                       seed=self.cfg.seed)
+        # BatchNorm running statistics lag far behind a network trained from scratch for a few
+        # epochs (eval mode then predicts one class); re-estimate them on the training data.
+        R.recalibrate_bn(scratch, data)
         return {"same network, random init": T.evaluate(scratch.eval(), data.x_test, data.y_test),
                 "linear model on pixels": T.pixel_baseline_accuracy(data)}
 
