@@ -7,8 +7,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from harness.pipeline import Cell, Pipeline, Prepared
 from harness.progress import Progress
 from harness.report import safe_name, write_summary, write_target_report
 from harness.results import Measurement, TargetReport, load_report
+from harness.stats import LatencyStats
 from harness.targets_file import load_targets_file, make_target
 from targets.base import Job, Target
 
@@ -71,8 +74,11 @@ def _guard_out(out: Path, resume: bool, overwrite: bool) -> None:
 
 
 def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, progress: Progress,
-                   previous: TargetReport | None = None) -> TargetReport:
-    """Measure every cell on one target, one job at a time, saving the report after each cell."""
+                   previous: TargetReport | None = None, stop: threading.Event | None = None) -> TargetReport:
+    """Measure every cell on one target, one job at a time, saving the report after each cell.
+
+    When `stop` is set (an interrupted run) it returns between cells; a cell cut off by it is dropped.
+    """
     desc = target.describe()
     try:
         desc["device"] = target.probe()
@@ -81,7 +87,10 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
         desc["error"] = str(e)
     report = TargetReport(target=desc, task=prep.task, harness_version=__version__,
                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    measured = 0
     for cell in prep.cells:
+        if stop is not None and stop.is_set():
+            break
         old = previous.cell(cell.variant.name, cell.format) if previous else None
         if old is not None and old.ok and cell.artifact and (old.artifact or {}).get("sha256") == cell.artifact.sha256:
             report.measurements.append(old)
@@ -91,7 +100,12 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
         elif cell.status != "ready":
             m = _failed_cell(cell, cell.error or "not exported")
         else:
+            if cfg.measure.cooldown_s and measured:
+                time.sleep(cfg.measure.cooldown_s)  # let the device cool so cells start alike
             m = measure_cell(target, cell, prep, cfg)
+            measured += 1
+        if stop is not None and stop.is_set():
+            break  # this cell's runner was killed by the interruption: not a result, leave it to --resume
         progress(f"{target.name}: {cell.key}: " + (f"p50 {m.latency_ms['p50']:.3f} ms" if m.ok and m.latency_ms
                                                     else f"{m.status}: {m.error}"))
         report.measurements.append(m)
@@ -116,14 +130,33 @@ def measure_cell(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig) -> 
         remote_eval = target.deploy(prep.eval_inputs)
     except HarnessError as e:
         return _failed_cell(cell, f"deploy failed: {e}")
+    affinity = ms.affinity if ms.affinity is not None else target.settings.get("affinity")
     job = Job(artifact=remote_art, format=cell.format, timing_inputs=remote_timing, eval_inputs=remote_eval,
-              runs=ms.runs, warmup=ms.warmup, min_time_s=ms.min_time_s, max_time_s=ms.max_time_s, mode=ms.mode,
-              target_rel_ci=ms.target_rel_ci, threads=ms.threads or target.threads, timeout_s=ms.timeout_s)
+              runs=ms.runs, warmup=ms.warmup, warmup_until_stable=ms.warmup_until_stable, min_time_s=ms.min_time_s,
+              max_time_s=ms.max_time_s, mode=ms.mode, target_rel_ci=ms.target_rel_ci,
+              threads=ms.threads or target.threads, affinity=affinity, timeout_s=ms.timeout_s)
     raw = target.run(job)
     accuracy = None
     if raw.ok and raw.outputs:
         accuracy = score(raw.outputs[0], prep)
-    return to_measurement(cell.variant.name, cell.artifact, raw, job, target, accuracy)
+    m = to_measurement(cell.variant.name, cell.artifact, raw, job, target, accuracy)
+    if m.ok and ms.threads_sweep:
+        m.threads_sweep = threads_sweep(target, job, ms.threads_sweep)
+    return m
+
+
+def threads_sweep(target: Target, job: Job, counts: list[int]) -> list[dict[str, Any]]:
+    """Latency against thread count: the same timing job (no evaluation) at each count."""
+    rows = []
+    for n in counts:
+        sweep_job = replace(job, eval_inputs=None, threads=n)
+        raw = target.run(sweep_job)
+        if raw.ok and raw.data.get("latencies_ns"):
+            st = LatencyStats.from_ns(raw.data["latencies_ns"])
+            rows.append({"threads": n, "p50": st.p50, "p50_ci": st.p50_ci, "p99": st.p99, "n": st.n})
+        else:
+            rows.append({"threads": n, "error": raw.error})
+    return rows
 
 
 def score(outputs: np.ndarray, prep: Prepared) -> dict[str, Any]:
@@ -155,16 +188,28 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
         prep = Pipeline(cfg, out, progress, cache_dir).prepare(only=only)
         result = RunResult(out=out)
 
+        stop = threading.Event()
+
         def one(t: Target) -> TargetReport:
             prev_path = out / safe_name(t.name) / "report.json"
             previous = load_report(prev_path) if resume and prev_path.is_file() else None
-            return measure_target(t, prep, cfg, out, progress, previous)
+            return measure_target(t, prep, cfg, out, progress, previous, stop)
 
         # Devices run concurrently; each one runs its cells one after another.
-        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, len(targets)))
+        try:
             for t, rep in zip(targets, pool.map(one, targets)):
                 result.reports[t.name] = rep
                 result.report_dirs[t.name] = write_target_report(rep, out)
+        except KeyboardInterrupt:
+            # Ctrl-C or SIGTERM: the finished cells are on disk already; stop the running jobs
+            # (closing a target kills its runner) so the workers return now, not after every cell.
+            stop.set()
+            for t in targets:
+                t.close()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         result.summary_path = write_summary(list(result.reports.values()), out)
         return result
     finally:

@@ -70,6 +70,10 @@ class MeasureConfig:
     threads: int | None = None
     timeout_s: float = 300.0
     parity_samples: int = 32
+    warmup_until_stable: bool = False  # keep warming up until the last runs agree within 5%
+    affinity: list[int] | None = None  # CPUs the runner is pinned to (e.g. the big cores); target's if unset
+    cooldown_s: float = 0.0  # pause between cells so one cell's heat does not slow the next
+    threads_sweep: list[int] = field(default_factory=list)  # also time every cell at these thread counts
 
 
 @dataclass
@@ -204,6 +208,10 @@ def validate(cfg: RunConfig, where: str) -> None:
     _one_of(ms.mode, ("fixed", "adaptive"), "measure.mode", where)
     if ms.threads is not None and ms.threads < 1:
         raise ConfigError(f"{where}: measure.threads must be >= 1")
+    if any(t < 1 for t in ms.threads_sweep) or (ms.affinity is not None and any(c < 0 for c in ms.affinity)):
+        raise ConfigError(f"{where}: measure.threads_sweep needs counts >= 1 and measure.affinity CPU numbers >= 0")
+    if ms.cooldown_s < 0:
+        raise ConfigError(f"{where}: measure.cooldown_s must be >= 0")
     if not 0 <= cfg.report.max_accuracy_drop <= 1:
         raise ConfigError(f"{where}: report.max_accuracy_drop is a fraction between 0 and 1 (0.01 = 1 point)")
     if not cfg.targets:

@@ -53,8 +53,10 @@ def to_measurement(variant: str, artifact: Artifact, raw: RawResult, job: Job, t
     m.status = "ok"
     m.latency_ms = stats.to_dict()
     m.raw_latencies_ms = [round(x / 1e6, 6) for x in lat]
-    m.cold_start_ms = {"load": d["load_ns"] / 1e6, "first_inference": d["first_inference_ns"] / 1e6,
-                       "total": (d["load_ns"] + d["first_inference_ns"]) / 1e6}
+    imp = d.get("runtime_import_ns", 0)
+    m.cold_start_ms = {"runtime_import": imp / 1e6, "load": d["load_ns"] / 1e6,
+                       "first_inference": d["first_inference_ns"] / 1e6,
+                       "total": (imp + d["load_ns"] + d["first_inference_ns"]) / 1e6}
     mem = dict(d.get("memory_mb") or {})
     if mem.get("rss_after_first_inference") is not None and mem.get("rss_after_load") is not None:
         mem["inference_increase"] = mem["rss_after_first_inference"] - mem["rss_after_load"]
@@ -65,7 +67,8 @@ def to_measurement(variant: str, artifact: Artifact, raw: RawResult, job: Job, t
     settings.update(runs=stats.n, threads=d.get("threads"), runtime=d.get("runtime"),
                     runtime_version=d.get("runtime_version"), stopped_by=d.get("stopped_by"),
                     warmup=len(d.get("warmup_ns") or []), providers=d.get("providers"))
-    m.device_state = {"before": _state(d.get("device")), "after": d.get("device_after")}
+    m.device_state = {"before": _state(d.get("device")), "during": d.get("device_during"),
+                      "after": d.get("device_after")}
     return m
 
 

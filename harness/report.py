@@ -194,13 +194,52 @@ def render_markdown(report: TargetReport, rec: Recommendation | None = None) -> 
     if flagged:
         lines += ["", "## Flags", ""]
         lines += [f"- {m.key}: {'; '.join(m.flags)}" for m in flagged]
+    lines += threads_sweep_markdown(report)
+    lines += memory_markdown(report)
     lines += ["", FOOTNOTE, ""]
     return "\n".join(lines)
 
 
+def threads_sweep_markdown(report: TargetReport) -> list[str]:
+    """p50 against thread count, one row per cell, when the run swept threads."""
+    swept = [m for m in report.measurements if m.threads_sweep]
+    if not swept:
+        return []
+    counts = sorted({r["threads"] for m in swept for r in m.threads_sweep or []})
+    lines = ["", "## p50 (ms) against thread count", "", "| cell | " + " | ".join(f"{n} thr" for n in counts) + " |",
+             "|---|" + "---:|" * len(counts)]
+    for m in swept:
+        by = {r["threads"]: r for r in m.threads_sweep or []}
+        vals = [f"{by[n]['p50']:.3f}" if n in by and "p50" in by[n] else "failed" if n in by else "–" for n in counts]
+        lines.append(f"| {m.key} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def memory_markdown(report: TargetReport) -> list[str]:
+    """The memory breakdown, measured the same way for every runtime."""
+    rows = [m for m in report.measurements if m.ok and m.memory_mb]
+    if not rows:
+        return []
+    lines = ["", "## Memory (MB)", "", "| cell | model file | RSS before load | after load | load adds | "
+             "inference adds | peak RSS | runtime's own |", "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for m in rows:
+        mem = m.memory_mb or {}
+        own = ", ".join(f"{k} {v:.1f}" for k, v in mem.items() if k.startswith("gpu_") and isinstance(v, float))
+        size = (m.artifact or {}).get("size_bytes")
+        cells = [size / 2**20 if size else None, mem.get("rss_before_load"), mem.get("rss_after_load"),
+                 mem.get("load_increase"), mem.get("inference_increase"), mem.get("peak_rss")]
+        lines.append(f"| {m.key} | " + " | ".join("–" if v is None else f"{v:.1f}" for v in cells)
+                     + f" | {own or '–'} |")
+    method = next((m.memory_mb.get("method") for m in rows if m.memory_mb and m.memory_mb.get("method")), None)
+    if method:
+        lines += ["", f"Method: {method}. *Load adds* is RSS after loading the model minus before; *inference "
+                      "adds* is RSS after the first inference minus after load (the runtime's arena and buffers)."]
+    return lines
+
+
 FOOTNOTE = ("Latency: batch 1, after warm-up, per-iteration `perf_counter_ns` on the device; p50 CI is the "
-            "distribution-free 95% interval from order statistics. Cold start: model load + first inference in a "
-            "fresh process. Memory: whole-process peak RSS (VmHWM). Δ top-1: percentage points against the fp32 "
+            "distribution-free 95% interval from order statistics. Cold start: runtime import + model load + first "
+            "inference in a fresh process. Memory: whole-process peak RSS (VmHWM). Δ top-1: percentage points against the fp32 "
             "reference; compression and speed-up are against the fp32 reference in the same format.")
 
 

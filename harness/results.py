@@ -29,6 +29,7 @@ class Measurement:
     device_state: dict[str, Any] | None = None
     raw_latencies_ms: list[float] | None = None
     derived: dict[str, Any] = field(default_factory=dict)  # compression ratio, speed-up, accuracy change
+    threads_sweep: list[dict[str, Any]] | None = None  # p50 per thread count, when asked for
     flags: list[str] = field(default_factory=list)
 
     @property

@@ -12,6 +12,7 @@ values mean the runner itself crashed (the host then reports the exit status).
 This file must not import anything from the harness: it is copied alone to devices.
 """
 
+import errno
 import glob
 import json
 import os
@@ -26,6 +27,14 @@ RUNNER_VERSION = 1
 
 class JobFailed(Exception):
     """The job cannot run (bad model, wrong inputs, missing runtime); one-line reason."""
+
+
+def _missing(module, package, e):
+    """JobFailed for a runtime this Python cannot import: absent, or present but failing to load."""
+    if isinstance(e, ModuleNotFoundError) and (e.name or "").split(".")[0] == module:
+        return JobFailed("%s is not installed for %s on this device (install it: %s -m pip install %s)"
+                         % (module, sys.executable, sys.executable, package))
+    return JobFailed("%s is installed for %s but cannot be imported: %s" % (module, sys.executable, _first_line(e)))
 
 
 # ----------------------------------------------------------------------------- probe
@@ -182,7 +191,7 @@ class OnnxSession(Session):
         try:
             import onnxruntime as ort
         except ImportError as e:
-            raise JobFailed("onnxruntime is not installed for %s (%s)" % (sys.executable, e))
+            raise _missing("onnxruntime", "onnxruntime", e)
         self.runtime, self.version = "onnxruntime", ort.__version__
         opts = ort.SessionOptions()
         if threads:
@@ -224,8 +233,12 @@ class TfliteSession(Session):
 
                     self.version = metadata.version("ai-edge-litert")
                 elif name == "tflite-runtime":
+                    import importlib.util
+
                     import numpy
 
+                    if importlib.util.find_spec("tflite_runtime") is None:
+                        raise ImportError("No module named 'tflite_runtime'")
                     if int(numpy.__version__.split(".")[0]) >= 2:
                         raise JobFailed("tflite-runtime needs numpy < 2 but numpy %s is installed; "
                                         "install ai-edge-litert instead" % numpy.__version__)
@@ -287,7 +300,7 @@ class TorchSession(Session):
         try:
             import torch
         except ImportError as e:
-            raise JobFailed("torch is not installed for %s (%s)" % (sys.executable, e))
+            raise _missing("torch", "torch", e)
         self.torch = torch
         self.runtime, self.version = "torch", torch.__version__
         if threads:
@@ -326,6 +339,23 @@ class TorchSession(Session):
         return {}
 
 
+def import_runtime(job):
+    """Import the runtime module a job needs; a missing one is reported when the session opens."""
+    import importlib
+
+    fmt, runtime = job.get("format"), job.get("runtime")
+    names = {"onnx": ["onnxruntime"], "torch": ["torch"],
+             "tflite": {"ai-edge-litert": ["ai_edge_litert.interpreter"],
+                        "tflite-runtime": ["tflite_runtime.interpreter"]}.get(
+                 runtime, ["ai_edge_litert.interpreter", "tflite_runtime.interpreter"])}.get(fmt, [])
+    for name in names:
+        try:
+            importlib.import_module(name)
+            return
+        except Exception:
+            continue
+
+
 def open_session(job):
     fmt = job["format"]
     path = job["artifact"]
@@ -349,6 +379,9 @@ def _np_name(dtype):
     return np.dtype(dtype).name
 
 
+_MEMORY_SIGNS = ("Cannot allocate memory", "bad_alloc", "MemoryError", "failed to map segment", "out of memory")
+
+
 def _first_line(exc):
     text = str(exc).strip() or type(exc).__name__
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
@@ -356,7 +389,10 @@ def _first_line(exc):
     line = lines[0] if lines else text
     if len(lines) > 1 and len(line) < 20:
         line = " ".join(lines[:2])
-    return line[:400]
+    line = line[:400]
+    if isinstance(exc, MemoryError) or any(s in text for s in _MEMORY_SIGNS):
+        line += " (out of memory on the device?)"
+    return line
 
 
 def load_inputs(path, session, what):
@@ -447,6 +483,8 @@ def time_loop(session, feeds, job):
             if abs(b - a) <= 0.05 * a:
                 break
     lat = []
+    during = None
+    half = max(1, runs // 2)
     start = perf()
     stopped_by = "count"
     while True:
@@ -454,6 +492,8 @@ def time_loop(session, feeds, job):
         run(feeds)
         lat.append(perf() - t0)
         n = len(lat)
+        if n == half:  # device state mid-run, read between two timed iterations
+            during = probe(full=False)
         elapsed = perf() - start
         if n >= max_runs:
             stopped_by = "max_runs"
@@ -472,7 +512,7 @@ def time_loop(session, feeds, job):
                 if med > 0 and (hi - lo) / med <= target_rel:
                     stopped_by = "precision"
                     break
-    return warm, lat, stopped_by
+    return warm, lat, stopped_by, during
 
 
 def run_eval(session, feeds, batch):
@@ -495,7 +535,10 @@ def run_eval(session, feeds, batch):
 
 def execute(job):
     """Run one job and return the result dict (raises JobFailed on a job-level error)."""
-    import numpy as np
+    try:
+        import numpy as np
+    except ImportError as e:
+        raise _missing("numpy", "numpy", e)
 
     result = {"runner_version": RUNNER_VERSION, "status": "ok", "error": None}
     if job.get("affinity"):
@@ -507,6 +550,10 @@ def execute(job):
         # Explicit and recorded: default to every CPU this process may use.
         job["threads"] = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     result["device"] = probe()
+    # Import the runtime first, so load time and memory are the model's, not the library's.
+    t0 = time.perf_counter_ns()
+    import_runtime(job)
+    result["runtime_import_ns"] = time.perf_counter_ns() - t0
     mem0 = memory_mb()
     t0 = time.perf_counter_ns()
     session = open_session(job)
@@ -533,7 +580,8 @@ def execute(job):
             raise JobFailed("inference failed: %s" % _first_line(e))
         result["first_inference_ns"] = time.perf_counter_ns() - t0
         mem_first = memory_mb()
-        warm, lat, stopped_by = time_loop(session, feeds, job)
+        warm, lat, stopped_by, during = time_loop(session, feeds, job)
+        result["device_during"] = during
         result.update({"warmup_ns": warm, "latencies_ns": lat, "stopped_by": stopped_by})
     else:
         mem_first = mem_load
@@ -570,6 +618,14 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+_NO_ROOM = (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EPERM, errno.EDQUOT)
+
+
+def _no_room(folder, e):
+    return ("cannot write the results in %s: %s; free space there or set the target's workdir to a writable "
+            "folder" % (folder, e.strerror or e))
+
+
 def main(argv):
     if len(argv) == 2 and argv[1] == "--probe":
         print(json.dumps(probe()))
@@ -579,9 +635,9 @@ def main(argv):
         return 64
     with open(argv[1]) as f:
         job = json.load(f)
-    os.makedirs(job["out"], exist_ok=True)
     out_json = os.path.join(job["out"], "result.json")
     try:
+        os.makedirs(job["out"], exist_ok=True)
         result = execute(job)
         code = 0
     except JobFailed as e:
@@ -590,12 +646,20 @@ def main(argv):
     except MemoryError:
         result = {"runner_version": RUNNER_VERSION, "status": "failed", "error": "out of memory on the device"}
         code = 2
-    except Exception as e:  # a runtime bug: keep the traceback for the host's log
-        result = {"runner_version": RUNNER_VERSION, "status": "failed",
-                  "error": "runner error: %s: %s" % (type(e).__name__, _first_line(e)),
-                  "traceback": traceback.format_exc()}
-        code = 3
-    write_json(out_json, result)
+    except Exception as e:
+        if isinstance(e, OSError) and e.errno in _NO_ROOM:  # a full or read-only workdir
+            result = {"runner_version": RUNNER_VERSION, "status": "failed", "error": _no_room(job["out"], e)}
+            code = 2
+        else:  # a runtime bug: keep the traceback for the host's log
+            result = {"runner_version": RUNNER_VERSION, "status": "failed",
+                      "error": "runner error: %s: %s" % (type(e).__name__, _first_line(e)),
+                      "traceback": traceback.format_exc()}
+            code = 3
+    try:
+        write_json(out_json, result)
+    except OSError as e:  # not even the result fits: say so on stderr, which the host shows
+        sys.stderr.write("edge-harness runner: %s\n" % _no_room(job["out"], e))
+        return 4
     return code
 
 
