@@ -110,3 +110,16 @@ def test_eval_outputs_match_host_torch(small_run):
     m = small_run.reports["local-cpu"].cell("fp32", "onnx")
     assert m.accuracy["max_abs_diff"] < 1e-3
     assert np.isfinite(m.accuracy["max_abs_diff_shifted"])
+
+
+def test_threads_sweep_and_affinity_from_config(tmp_path):
+    cfg = dict(SMALL, variants=[{"name": "fp32", "formats": ["onnx"]}],
+               measure=dict(SMALL["measure"], threads_sweep=[1, 2], affinity=[0], cooldown_s=0.1))
+    res = run_config(RunConfig.from_dict(cfg), out=tmp_path / "o", cache_dir=tmp_path / "c")
+    m = res.reports["local-cpu"].measurements[0]
+    assert m.ok, m.error
+    assert [r["threads"] for r in m.threads_sweep] == [1, 2]
+    assert all(r["p50"] > 0 and r["p50_ci"][0] <= r["p50"] <= r["p50_ci"][1] for r in m.threads_sweep)
+    assert m.device_state["before"]["affinity"] == [0]
+    assert m.device_state["during"] is not None
+    assert "thread count" in (res.report_dirs["local-cpu"] / "report.md").read_text()
