@@ -138,11 +138,9 @@ def test_bench_over_ssh_matches_the_local_report_and_resends_nothing(tmp, server
 
 
 def test_small_run_config_over_ssh(tmp, targets_file):
-    try:
-        from harness.api import run_config
-        from harness.config import RunConfig
-    except ImportError as e:  # pragma: no cover - the pipeline is another module's work
-        pytest.skip(f"the run pipeline is not importable yet: {e}")
+    from harness.api import run_config
+    from harness.config import RunConfig
+
     cfg = RunConfig.from_dict({
         "name": "ssh-run", "model": {"builtin": "tiny_cnn", "pretrained": False},
         "data": {"source": "textures", "patch": 32, "per_class": 8},
@@ -150,14 +148,8 @@ def test_small_run_config_over_ssh(tmp, targets_file):
         "variants": [{"name": "fp32", "recipe": "reference", "precision": "fp32", "formats": ["onnx"]}],
         "measure": {"runs": 5, "warmup": 1, "min_time_s": 0.0},
     })
-    try:
-        result = run_config(cfg, out=tmp / "run", targets_file=targets_file, target_names=["dev"],
-                            cache_dir=tmp / "cache")
-    except Exception as e:
-        where = _pipeline_frame(e)
-        if where is None:
-            raise
-        pytest.skip(f"the training pipeline is not usable yet ({where}: {type(e).__name__}: {e})")
+    result = run_config(cfg, out=tmp / "run", targets_file=targets_file, target_names=["dev"],
+                        cache_dir=tmp / "cache")
     rep = result.reports["dev"]
     assert rep.target["kind"] == "ssh" and rep.target["device"]["runtimes"]
     (m,) = rep.measurements
@@ -166,16 +158,6 @@ def test_small_run_config_over_ssh(tmp, targets_file):
     assert m.accuracy["agreement"] > 0.99  # the device's fp32 outputs match the host's torch reference
     written = json.loads((tmp / "run" / "dev" / "report.json").read_text())["target"]
     assert written["kind"] == "ssh" and written["transfer"]["bytes_sent"] >= Path(m.artifact["path"]).stat().st_size
-
-
-def _pipeline_frame(e: BaseException) -> str | None:
-    """The data/models/training frame an exception came from (other modules' work in progress), else None."""
-    import traceback
-
-    for frame in reversed(traceback.extract_tb(e.__traceback__)):
-        if Path(frame.filename).name in ("data.py", "models.py", "training.py") and "harness" in frame.filename:
-            return f"{Path(frame.filename).name}:{frame.lineno}"
-    return None
 
 
 def test_several_targets_on_one_device_never_overlap(server, known_hosts, tmp, cnn_onnx, inputs, workdir):
