@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Callable
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser], None] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args))
     except HarnessError as e:
@@ -249,6 +251,22 @@ def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser
     except KeyboardInterrupt:
         print("edge-harness: interrupted; finished cells are on disk (use --resume to complete)", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _sigterm_as_interrupt() -> object:
+    """SIGTERM (kill, a CI timeout, systemd) stops a run like Ctrl-C: runners killed, finished cells kept."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,14 @@ KIND_KEYS: dict[str, set[str]] = {
             "run_timeout_s", "trust", "keep_files", "ssh_config"},
 }
 
+# The type each key's value must have (TOML gives str, int, float, bool, list).
+KEY_TYPES: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "threads": (int,), "python": (str,), "workdir": (str,), "affinity": (list,),
+    "device": (str,), "providers": (list,), "host": (str,), "user": (str,), "port": (int,), "key": (str,),
+    "known_hosts": (str,), "password_env": (str,), "connect_timeout_s": (int, float),
+    "run_timeout_s": (int, float), "trust": (str,), "keep_files": (bool,), "ssh_config": (str,),
+}
+
 
 def load_targets_file(path: Path | None) -> dict[str, dict[str, Any]]:
     """Read `[targets.NAME]` tables; unknown keys and kinds are rejected by name."""
@@ -50,6 +58,12 @@ def load_targets_file(path: Path | None) -> dict[str, dict[str, Any]]:
             if key not in allowed:
                 raise ConfigError(f"{path}: unknown key targets.{name}.{key} (allowed for kind {kind}: "
                                   f"{', '.join(sorted(allowed))})")
+        for key, value in spec.items():
+            want = KEY_TYPES.get(key)
+            if want and (not isinstance(value, want) or isinstance(value, bool) and bool not in want):
+                what = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+                        list: "a list"}[want[-1]]
+                raise ConfigError(f"{path}: targets.{name}.{key} must be {what}, got {value!r}")
         if "threads" in spec and (not isinstance(spec["threads"], int) or spec["threads"] < 1):
             raise ConfigError(f"{path}: targets.{name}.threads must be a positive integer")
         specs[name] = {**spec, "kind": kind}

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,15 +37,28 @@ def read_result(out_dir: Path, code: int | None, log: str) -> RawResult:
     if not result_file.is_file():
         reason = describe_exit(code) if code is not None else "runner wrote no result"
         tail = log.strip().splitlines()[-1:] if log.strip() else []
-        return RawResult.failed(reason + (f": {tail[0][:300]}" if tail else ""), exit_code=code, log=log)
-    data = json.loads(result_file.read_text())
+        if tail:
+            reason += f": {tail[0][:300]}"
+            if "MemoryError" in tail[0] or "Cannot allocate memory" in tail[0]:
+                reason += " (out of memory on the device?)"
+        return RawResult.failed(reason, exit_code=code, log=log)
+    try:
+        data = json.loads(result_file.read_text())
+    except (OSError, ValueError) as e:
+        return RawResult.failed(f"the runner's result.json is unreadable ({e})", exit_code=code, log=log)
     if data.get("status") != "ok":
-        return RawResult.failed(data.get("error") or "runner failed", data=data, exit_code=code, log=log)
+        # One line, whatever the runtime said or the file was called (a report row's error is one line).
+        error = " ".join(str(data.get("error") or "runner failed").split())
+        return RawResult.failed(error, data=data, exit_code=code, log=log)
     outputs = None
     npz = out_dir / "outputs.npz"
     if npz.is_file():
-        with np.load(npz) as f:
-            outputs = [f[k] for k in sorted(f.files, key=lambda k: int(k.rsplit("_", 1)[1]))]
+        try:
+            with np.load(npz) as f:
+                outputs = [f[k] for k in sorted(f.files, key=lambda k: int(k.rsplit("_", 1)[1]))]
+        except (OSError, ValueError, KeyError, EOFError) as e:  # a half-written file (disk full)
+            return RawResult.failed(f"the runner's outputs.npz is unreadable ({' '.join(str(e).split())[:200]})",
+                                    data=data, exit_code=code, log=log)
     return RawResult(status="ok", data=data, outputs=outputs, exit_code=code, log=log)
 
 
@@ -58,8 +72,14 @@ class LocalTarget(Target):
         self.python = python or sys.executable
         if python and not shutil.which(python) and not Path(python).is_file():
             raise TargetError(f"target {name}: python {python!r} not found")
-        self._tmp = Path(tempfile.mkdtemp(prefix="edge-harness-", dir=workdir))
+        try:
+            self._tmp = Path(tempfile.mkdtemp(prefix="edge-harness-", dir=workdir))
+        except OSError as e:
+            raise TargetError(f"target {name}: cannot create a job folder in {workdir or tempfile.gettempdir()} "
+                              f"({e.strerror or e}); set `workdir` to a writable folder with free space") from None
         self._count = 0
+        self._running: set[subprocess.Popen] = set()
+        self._guard = threading.Lock()
 
     def probe(self) -> dict[str, Any]:
         try:
@@ -79,27 +99,49 @@ class LocalTarget(Target):
         return env
 
     def run(self, job: Job) -> RawResult:
-        self._count += 1
-        out_dir = self._tmp / f"job-{self._count:04d}"
-        out_dir.mkdir(parents=True)
+        with self._guard:
+            self._count += 1
+            out_dir = self._tmp / f"job-{self._count:04d}"
         if job.threads is None:
             job.threads = self.threads
         spec = job.to_runner(job.artifact, job.timing_inputs, job.eval_inputs, str(out_dir))
-        (out_dir / "job.json").write_text(json.dumps(spec))
+        try:
+            out_dir.mkdir(parents=True)
+            (out_dir / "job.json").write_text(json.dumps(spec))
+        except OSError as e:
+            return RawResult.failed(f"cannot write the job to {out_dir} ({e.strerror or e}); free space there or "
+                                    "set the target's `workdir` to a writable folder")
         cmd = [self.python, "-u", str(RUNNER_PATH), str(out_dir / "job.json")]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 env=self.env(), start_new_session=True)
+        with self._guard:
+            self._running.add(proc)
         try:
             log, _ = proc.communicate(timeout=job.timeout_s)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             log, _ = proc.communicate()
             return RawResult.failed(f"timed out after {job.timeout_s:g} s (runner killed)", log=log or "")
         except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
+            _kill_group(proc)
             proc.wait()
             raise
+        finally:
+            with self._guard:
+                self._running.discard(proc)
         return read_result(out_dir, proc.returncode, log or "")
 
     def close(self) -> None:
+        # A run interrupted on another thread (Ctrl-C, SIGTERM) leaves no runner behind.
+        with self._guard:
+            running = list(self._running)
+        for proc in running:
+            _kill_group(proc)
         shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass  # already gone

@@ -283,6 +283,7 @@ class SSHTarget(Target):
         self.keep_files = keep_files
         self.stats = {"bytes_sent": 0, "files_sent": 0, "files_reused": 0, "job_bytes_sent": 0, "connects": 0}
         self._lock = threading.RLock()
+        self._closing = threading.Event()  # set by close() from another thread: stop the running job now
         self._device_lock = host_lock(self.endpoint.host, self.endpoint.port)
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
@@ -351,7 +352,15 @@ class SSHTarget(Target):
                 try:
                     sftp.mkdir(sub)
                 except OSError as e:
-                    raise TargetError(f"target {self.name}: cannot create {sub} on the device ({e}); "
+                    # SFTP says only "Failure"; the device's own mkdir says why (read-only, full, denied).
+                    why = str(e) or type(e).__name__
+                    try:
+                        code, out = self.exec(f"mkdir -- {q(sub)}", timeout=self.endpoint.timeout_s)
+                        if code != 0:
+                            why = _last_line(out)
+                    except TargetError:
+                        pass
+                    raise TargetError(f"target {self.name}: cannot create {sub} on the device ({why}); "
                                       "set `workdir` to a writable folder") from None
 
     def _remove_tree(self, path: str) -> None:
@@ -402,11 +411,13 @@ class SSHTarget(Target):
         self._tools = None
 
     def close(self) -> None:
+        self._closing.set()  # a job running on another thread stops within a poll and cleans up on the device
         with self._lock:
             self._drop()
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
+            self._closing.clear()
 
     def local_tmp(self) -> Path:
         if self._tmp is None:
@@ -440,10 +451,26 @@ class SSHTarget(Target):
             sftp.put(str(local), part, confirm=True)
             sftp.posix_rename(part, remote)  # only complete files get the content-addressed name
         except (paramiko.SSHException, EOFError, OSError) as e:
+            hint = self._after_failed_upload(locals().get("part"), size)
             self._drop()
-            raise TargetError(f"target {self.name}: upload of {local.name} failed: {e or type(e).__name__}") from None
+            raise TargetError(f"target {self.name}: upload of {local.name} failed: {e or type(e).__name__}"
+                              f"{hint}") from None
         self.stats["bytes_sent"] += size
         self.stats["files_sent"] += 1
+
+    def _after_failed_upload(self, part: str | None, size: int) -> str:
+        """Remove a half-sent file (it would fill the disk further); say so if the workdir is full."""
+        try:
+            if part is not None and self._sftp is not None:
+                self._sftp.remove(part)
+            code, out = self.exec(f"{q(self.python)} -c {q(_FREE)} {q(self.workdir)}", timeout=self.endpoint.timeout_s)
+            free = int(out.strip().splitlines()[-1]) if code == 0 else None
+        except (TargetError, paramiko.SSHException, EOFError, OSError, ValueError, IndexError):
+            return ""
+        if free is not None and free < size:
+            return (f" (the device has {free / 1e6:.2f} MB free in {self.workdir}, the file is {size / 1e6:.2f} MB: "
+                    "free space there or set `workdir` to a folder with room)")
+        return ""
 
     def tools(self) -> tuple[str, str]:
         """The runner and the watchdog on the device (deployed like any other file)."""
@@ -501,6 +528,11 @@ class SSHTarget(Target):
         code, log, failure = self._watch(command, timeout, job_dir)
         if failure:
             return RawResult.failed(failure, exit_code=code, log=log)
+        if code == 127 and ("not found" in log or "No such file" in log):
+            self._remove_tree(job_dir)
+            return RawResult.failed(f"{self.python} not found on the device ({_last_line(log)}): set `python` in the "
+                                    f"targets file, or run `edge-harness targets setup {self.name}`", exit_code=code,
+                                    log=log)
         return self._collect(job_dir, code, log)
 
     def _watch(self, command: str, timeout: float, job_dir: str) -> tuple[int | None, str, str | None]:
@@ -534,8 +566,17 @@ class SSHTarget(Target):
                 if now - start > timeout:
                     failure = f"timed out after {timeout:g} s (runner killed)"
                     break
+                if self._closing.is_set():
+                    failure = "interrupted (runner killed)"
+                    break
                 if now >= next_beat and not eof:
-                    chan.send(b".")
+                    try:
+                        chan.send(b".")
+                    except OSError:
+                        if not transport.is_active():
+                            raise
+                        # The command ended at once (e.g. no such python) and closed the channel: its
+                        # exit status is already here, so this is not a lost link.
                     next_beat = now + HEARTBEAT_S
         except (paramiko.SSHException, EOFError, OSError) as e:
             failure = f"lost the link to {self.endpoint.host} during the run ({e or type(e).__name__})"
@@ -611,6 +652,9 @@ _PROBE = ("import json,os,runpy,shutil,sys\n"
           "a=[int(x[1])/1024.0 for x in m if x[0]=='MemAvailable:']\n"
           "p.update(workdir=d,workdir_free_mb=shutil.disk_usage(d).free/2**20,mem_available_mb=a[0] if a else None)\n"
           "print(json.dumps(p))")
+
+
+_FREE = "import shutil,sys;print(shutil.disk_usage(sys.argv[1]).free)"
 
 
 def q(s: str) -> str:
