@@ -238,9 +238,10 @@ def memory_markdown(report: TargetReport) -> list[str]:
 
 
 FOOTNOTE = ("Latency: batch 1, after warm-up, per-iteration `perf_counter_ns` on the device; p50 CI is the "
-            "distribution-free 95% interval from order statistics. Cold start: runtime import + model load + first "
-            "inference in a fresh process. Memory: whole-process peak RSS (VmHWM). Δ top-1: percentage points against the fp32 "
-            "reference; compression and speed-up are against the fp32 reference in the same format.")
+            "distribution-free 95% interval from order statistics. Cold start: runtime import + model load + "
+            "first inference in a fresh process. Memory: whole-process peak RSS (VmHWM). Δ top-1: percentage "
+            "points against the fp32 reference; compression and speed-up are against the fp32 reference in the "
+            "same format.")
 
 
 def cell_keys(reports: list[TargetReport]) -> list[str]:
