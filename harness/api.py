@@ -66,7 +66,7 @@ def demo_config(quick: bool = False) -> RunConfig:
     return load_config(builtin_config("demo-quick" if quick else "demo"))
 
 
-def _guard_out(out: Path, resume: bool, overwrite: bool) -> None:
+def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
     existing = list(out.glob("*/report.json")) if out.is_dir() else []
     if existing and not (resume or overwrite):
         raise HarnessError(f"{out} already holds reports ({existing[0].parent.name}/report.json); pass --resume "
@@ -87,6 +87,10 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
         desc["error"] = str(e)
     report = TargetReport(target=desc, task=prep.task, harness_version=__version__,
                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    if previous is not None:
+        # Cells of the earlier run that this one does not cover (--resume --only X) stay in the report.
+        covered = {c.key for c in prep.cells}
+        report.measurements += [m for m in previous.measurements if m.key not in covered]
     measured = 0
     for cell in prep.cells:
         if stop is not None and stop.is_set():
@@ -180,10 +184,17 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
     """Run a config end to end and write the reports; returns them as objects."""
     progress = progress or Progress(quiet=True)
     out = Path(out or cfg.out or f"reports/{cfg.name}")
-    _guard_out(out, resume, overwrite)
+    guard_out(out, resume, overwrite)
     specs = load_targets_file(targets_file)
     names = target_names or cfg.targets
-    targets = [make_target(n, specs) for n in names]  # unknown names fail before any work
+    targets: list[Target] = []
+    try:
+        for n in names:  # unknown names fail before any work
+            targets.append(make_target(n, specs))
+    except BaseException:
+        for t in targets:
+            t.close()
+        raise
     try:
         prep = Pipeline(cfg, out, progress, cache_dir).prepare(only=only)
         result = RunResult(out=out)
@@ -207,6 +218,7 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
             stop.set()
             for t in targets:
                 t.close()
+            _summary_from_disk(out)
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -215,3 +227,13 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
     finally:
         for t in targets:
             t.close()
+
+
+def _summary_from_disk(out: Path) -> None:
+    """After an interruption: a summary of whatever reports are on disk, so OUT stays consistent."""
+    try:
+        reports = [load_report(p) for p in sorted(out.glob("*/report.json"))]
+        if reports:
+            write_summary(reports, out)
+    except (HarnessError, OSError):
+        pass  # the per-target reports are what matters; the summary is re-made by `edge-harness report`

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
@@ -56,11 +57,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    from harness.api import guard_out
     from harness.bench import BenchSettings, bench
-    from harness.report import render_markdown
+    from harness.report import render_markdown, safe_name
 
     settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads,
                              min_time_s=args.min_time, mode="adaptive" if args.adaptive else "fixed")
+    if args.out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.out = Path("reports/bench") / f"{safe_name(Path(args.model).stem)}-{stamp}"
+    elif not args.overwrite:
+        guard_out(args.out, resume=False, overwrite=False)
     report, folder = bench(args.model, target=args.target, targets_file=args.targets, inputs=args.inputs,
                            settings=settings, out=args.out, progress=Progress(quiet=args.quiet))
     m = report.measurements[0]
@@ -184,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threads", type=_positive, default=None)
     b.add_argument("--min-time", type=float, default=0.5, help="minimum timed seconds (default 0.5)")
     b.add_argument("--adaptive", action="store_true", help="run until the p50 CI is within 2%%")
-    b.add_argument("--out", type=Path, default=Path("reports/bench"))
+    b.add_argument("--out", type=Path, default=None,
+                   help="output folder (default: reports/bench/<model>-<time>, a new one each run)")
+    b.add_argument("--overwrite", action="store_true", help="replace reports already in --out")
     b.add_argument("-v", "--verbose", action="store_true", help="print the Markdown report")
     common(b)
     b.set_defaults(func=cmd_bench)

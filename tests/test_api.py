@@ -123,3 +123,16 @@ def test_threads_sweep_and_affinity_from_config(tmp_path):
     assert m.device_state["before"]["affinity"] == [0]
     assert m.device_state["during"] is not None
     assert "thread count" in (res.report_dirs["local-cpu"] / "report.md").read_text()
+
+
+def test_resume_only_one_variant_keeps_the_others(tmp_path):
+    cfg = RunConfig.from_dict(dict(SMALL, variants=[{"name": "fp32", "formats": ["onnx"]},
+                                                    {"name": "pruned-50", "recipe": "prune",
+                                                     "settings": {"sparsity": 0.5, "finetune_epochs": 1}}]))
+    first = run_config(cfg, out=tmp_path / "o", cache_dir=tmp_path / "c")
+    before = {m.key: m.latency_ms["p50"] for m in first.reports["local-cpu"].measurements}
+    again = run_config(cfg, out=tmp_path / "o", cache_dir=tmp_path / "c", only=["pruned-50"], resume=True)
+    after = {m.key: m.latency_ms["p50"] for m in again.reports["local-cpu"].measurements}
+    assert set(after) == {"fp32/onnx", "pruned-50/onnx"}
+    # Same artifacts (cached by content): both cells are kept as measured, numbers unchanged.
+    assert after == before

@@ -90,3 +90,18 @@ def test_declared_inputs_of_a_corrupt_file_is_a_model_error(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(ModelError):
         declared_inputs(bad, "onnx")
+
+
+def test_bench_never_overwrites_an_earlier_report_unasked(tmp_path, cnn_onnx, monkeypatch):
+    args = ["bench", str(cnn_onnx), "--runs", "3", "--min-time", "0", "-q"]
+    assert main([*args, "--out", str(tmp_path / "o")]) == 0
+    first = (tmp_path / "o" / "local-cpu" / "report.json").read_text()
+    out = _cli(*args, "--out", str(tmp_path / "o"))
+    assert out.returncode == 2 and "already holds reports" in out.stderr and "--overwrite" in out.stderr
+    assert (tmp_path / "o" / "local-cpu" / "report.json").read_text() == first
+    assert main([*args, "--out", str(tmp_path / "o"), "--overwrite"]) == 0
+    # Without --out every bench gets a folder of its own.
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 0
+    made = list((tmp_path / "reports" / "bench").glob("cnn-*/local-cpu/report.json"))
+    assert len(made) == 1

@@ -193,7 +193,7 @@ def test_device_job_folders_are_removed_unless_kept(tmp_path, server, cnn_onnx, 
     tf.write_text(server.target_toml("dev", kh, python=PY, workdir=str(workdir), keep_files=keep_files))
     for _ in range(2):
         assert main(["bench", str(cnn_onnx), "--target", "dev", "--targets", str(tf), "--runs", "3",
-                     "--min-time", "0", "--out", str(tmp_path / "o"), "-q"]) == 0
+                     "--min-time", "0", "--out", str(tmp_path / "o"), "--overwrite", "-q"]) == 0
     jobs = sorted((workdir / "jobs").iterdir())
     if keep_files:
         assert len(jobs) == 2 and all((j / "out" / "result.json").is_file() for j in jobs)
