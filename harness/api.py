@@ -134,11 +134,12 @@ def measure_cell(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig) -> 
         remote_eval = target.deploy(prep.eval_inputs)
     except HarnessError as e:
         return _failed_cell(cell, f"deploy failed: {e}")
-    affinity = ms.affinity if ms.affinity is not None else target.settings.get("affinity")
+    v = cell.variant
+    affinity = next((a for a in (v.affinity, ms.affinity, target.settings.get("affinity")) if a is not None), None)
     job = Job(artifact=remote_art, format=cell.format, timing_inputs=remote_timing, eval_inputs=remote_eval,
               runs=ms.runs, warmup=ms.warmup, warmup_until_stable=ms.warmup_until_stable, min_time_s=ms.min_time_s,
               max_time_s=ms.max_time_s, mode=ms.mode, target_rel_ci=ms.target_rel_ci,
-              threads=ms.threads or target.threads, affinity=affinity, timeout_s=ms.timeout_s)
+              threads=v.threads or ms.threads or target.threads, affinity=affinity, timeout_s=ms.timeout_s)
     raw = target.run(job)
     accuracy = None
     if raw.ok and raw.outputs:

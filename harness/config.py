@@ -57,6 +57,8 @@ class VariantConfig:
     precision: str = "fp32"
     formats: list[str] = field(default_factory=lambda: ["onnx"])
     settings: dict[str, Any] = field(default_factory=dict)
+    threads: int | None = None  # this variant's cells only; else measure.threads, else the target's
+    affinity: list[int] | None = None
 
 
 @dataclass
@@ -200,6 +202,8 @@ def validate(cfg: RunConfig, where: str) -> None:
             raise ConfigError(f"{where}: {key}.formats is empty")
         for f in v.formats:
             _one_of(f, FORMATS, f"{key}.formats", where)
+        if v.threads is not None and v.threads < 1:
+            raise ConfigError(f"{where}: {key}.threads must be >= 1")
         if "torch" in v.formats and v.precision != "fp32":
             raise ConfigError(f"{where}: {key}: the torch eager baseline runs fp32 only (precision {v.precision!r})")
     ms = cfg.measure

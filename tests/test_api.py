@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -113,7 +114,8 @@ def test_eval_outputs_match_host_torch(small_run):
 
 
 def test_threads_sweep_and_affinity_from_config(tmp_path):
-    cfg = dict(SMALL, variants=[{"name": "fp32", "formats": ["onnx"]}],
+    cfg = dict(SMALL, variants=[{"name": "fp32", "formats": ["onnx"]},
+                                {"name": "fp32-2t", "formats": ["onnx"], "threads": 2, "affinity": [0, 1]}],
                measure=dict(SMALL["measure"], threads_sweep=[1, 2], affinity=[0], cooldown_s=0.1))
     res = run_config(RunConfig.from_dict(cfg), out=tmp_path / "o", cache_dir=tmp_path / "c")
     m = res.reports["local-cpu"].measurements[0]
@@ -123,6 +125,10 @@ def test_threads_sweep_and_affinity_from_config(tmp_path):
     assert m.device_state["before"]["affinity"] == [0]
     assert m.device_state["during"] is not None
     assert "thread count" in (res.report_dirs["local-cpu"] / "report.md").read_text()
+    per_cell = res.reports["local-cpu"].measurements[1]  # the variant's own threads and CPUs win
+    assert per_cell.settings["threads"] == 2
+    if (os.cpu_count() or 1) >= 2:
+        assert per_cell.device_state["before"]["affinity"] == [0, 1]
 
 
 def test_resume_only_one_variant_keeps_the_others(tmp_path):
