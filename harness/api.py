@@ -143,7 +143,10 @@ def measure_cell(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig) -> 
     raw = target.run(job)
     accuracy = None
     if raw.ok and raw.outputs:
-        accuracy = score(raw.outputs[0], prep)
+        try:
+            accuracy = score(raw.outputs[0], prep)
+        except ValueError as e:  # outputs that cannot be compared must not pass as measured
+            return _failed_cell(cell, f"device outputs do not match the reference: {e}")
     m = to_measurement(cell.variant.name, cell.artifact, raw, job, target, accuracy)
     if m.ok and ms.threads_sweep:
         m.threads_sweep = threads_sweep(target, job, ms.threads_sweep)

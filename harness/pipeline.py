@@ -295,6 +295,7 @@ class Pipeline:
         v = cell.variant
         ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
         path = self.art_dir / f"{v.name}{ext}"
+        path.unlink(missing_ok=True)  # an earlier run's file must never stand in for a failed export
         example = (torch.from_numpy(data.x_test[:1]),)
         calib = data.x_train[: min(64, len(data.x_train))] if v.precision == "int8-static" else None
         calib_hash = None if calib is None else hashlib.sha256(calib.tobytes()).hexdigest()
@@ -341,10 +342,11 @@ class Pipeline:
                       f"-> {'ok' if par.passed else 'FAILED'}")
 
     def parity_inputs(self, data: Any) -> Path:
+        """The held-out samples every artifact is checked on, written once per run (never a stale file)."""
         path = self.art_dir / "parity_inputs.npz"
-        if not path.exists():
-            n = self.cfg.measure.parity_samples
-            np.savez(path, input=data.x_test[:n])
+        if not getattr(self, "_parity_written", False):
+            np.savez(path, input=data.x_test[: self.cfg.measure.parity_samples])
+            self._parity_written = True
         return path
 
     def parity_reference(self, tv: TorchVariant, data: Any) -> np.ndarray:
