@@ -115,8 +115,47 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
         report.measurements.append(m)
         annotate(report, cfg.report.max_accuracy_drop)
         write_target_report(report, out)  # finished cells survive an interruption
+    if measured > 1 and not (stop is not None and stop.is_set()):
+        report.target["stability"] = recheck_first_cell(target, report, prep, cfg)
     annotate(report, cfg.report.max_accuracy_drop)
     return report
+
+
+STABILITY_LIMIT = 0.10
+
+
+def recheck_first_cell(target: Target, report: TargetReport, prep: Prepared, cfg: RunConfig) -> dict[str, Any] | None:
+    """Time the first measured cell again after all the others: did the device's speed change meanwhile?
+
+    Cells are measured one after another, minutes apart; on a shared or throttling device the
+    same artifact can then run at a different speed, and cell-to-cell comparisons mislead.
+    """
+    first = next((m for m in report.measurements if m.ok and m.latency_ms), None)
+    cell = next((c for c in prep.cells if first and c.key == first.key and c.artifact), None)
+    if first is None or cell is None or cell.artifact is None:
+        return None
+    ms = cfg.measure
+    try:
+        remote_art = target.deploy(Path(cell.artifact.path))
+        remote_timing = target.deploy(prep.timing_inputs) if prep.timing_inputs else None
+    except HarnessError as e:
+        return {"cell": first.key, "error": str(e)}
+    job = Job(artifact=remote_art, format=cell.format, timing_inputs=remote_timing, runs=ms.runs,
+              warmup=ms.warmup, min_time_s=ms.min_time_s, max_time_s=ms.max_time_s,
+              threads=first.settings.get("threads"), timeout_s=ms.timeout_s)
+    raw = target.run(job)
+    if not raw.ok or not raw.data.get("latencies_ns"):
+        return {"cell": first.key, "error": raw.error}
+    again = LatencyStats.from_ns(raw.data["latencies_ns"])
+    p0 = first.latency_ms["p50"]  # type: ignore[index]
+    change = again.p50 / p0 - 1
+    out = {"cell": first.key, "p50_first_ms": p0, "p50_again_ms": again.p50, "change": change,
+           "stable": abs(change) <= STABILITY_LIMIT}
+    if not out["stable"]:
+        out["warning"] = (f"{first.key} ran {100 * change:+.0f}% ({p0:.3f} -> {again.p50:.3f} ms p50) when timed "
+                          f"again after the other cells: the device's speed changed during the run, so "
+                          f"differences between cells of that size are not reliable here")
+    return out
 
 
 def _failed_cell(cell: Cell, error: str) -> Measurement:

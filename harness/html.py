@@ -324,8 +324,10 @@ def render_target_html(report: TargetReport, rec: Recommendation | None = None) 
     name = str(report.target.get("name"))
     card = "".join(f"<dt>{esc(k)}</dt><dd>{esc(v)}</dd>" for k, v in device_card(report))
     task = task_line(report)
+    warning = (report.target.get("stability") or {}).get("warning")
+    stab = f'<p style="color:#b45309"><b>Warning:</b> {esc(warning)}.</p>' if warning else ""
     body = (f'<h1>edge-harness report: {esc(name)}</h1><section class="card device"><h2>Device</h2>'
-            f'<dl>{card}</dl>{f"<p>{esc(task)}</p>" if task else ""}</section>{recommendation_block(rec)}'
+            f'<dl>{card}</dl>{f"<p>{esc(task)}</p>" if task else ""}{stab}</section>{recommendation_block(rec)}'
             f'<section class="card"><h2>Cells</h2><p class="note">Click a header to sort. Δ columns are '
             f'percentage points against the fp32 reference.</p>{cells_table(report, rec)}</section>'
             f'<section class="card"><h2>Accuracy against latency</h2><p class="note">Large dots form the Pareto front '

@@ -194,6 +194,13 @@ def render_markdown(report: TargetReport, rec: Recommendation | None = None) -> 
     if flagged:
         lines += ["", "## Flags", ""]
         lines += [f"- {m.key}: {'; '.join(m.flags)}" for m in flagged]
+    stab = report.target.get("stability") or {}
+    if stab.get("warning"):
+        lines += ["", "## Device stability", "", f"**Warning:** {stab['warning']}."]
+    elif stab.get("stable"):
+        lines += ["", "## Device stability", "", f"{stab['cell']} timed again after all cells: p50 "
+                  f"{stab['p50_first_ms']:.3f} -> {stab['p50_again_ms']:.3f} ms ({100 * stab['change']:+.1f}%), "
+                  f"within ±{100 * 0.10:.0f}%: the device ran at the same speed throughout."]
     lines += threads_sweep_markdown(report)
     lines += memory_markdown(report)
     lines += ["", FOOTNOTE, ""]

@@ -72,7 +72,10 @@ def test_reports_are_written_and_round_trip(small_run):
         assert (folder / name).stat().st_size > 500
     assert (small_run.out / "summary.md").is_file() and (small_run.out / "summary.html").is_file()
     assert (small_run.out / "cells.csv").read_text().count("\n") == 7  # header + 6 cells
+    stab = doc["target"]["stability"]  # the first cell timed again after all the others
+    assert stab["cell"] == "fp32/onnx" and stab["p50_again_ms"] > 0 and isinstance(stab["stable"], bool)
     md = (folder / "report.md").read_text()
+    assert "## Device stability" in md
     for col in ("MACs", "compression", "speed-up", "top-1 shifted", "cold start"):
         assert col in md
 
