@@ -96,7 +96,9 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
         if stop is not None and stop.is_set():
             break
         old = previous.cell(cell.variant.name, cell.format) if previous else None
-        if old is not None and old.ok and cell.artifact and (old.artifact or {}).get("sha256") == cell.artifact.sha256:
+        same_eval = old is not None and (old.accuracy or {}).get("n") == prep.n_clean
+        if old is not None and old.ok and same_eval and cell.artifact and \
+                (old.artifact or {}).get("sha256") == cell.artifact.sha256:
             report.measurements.append(old)
             continue
         if desc.get("error"):

@@ -214,6 +214,8 @@ def validate(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: measure.threads must be >= 1")
     if any(t < 1 for t in ms.threads_sweep) or (ms.affinity is not None and any(c < 0 for c in ms.affinity)):
         raise ConfigError(f"{where}: measure.threads_sweep needs counts >= 1 and measure.affinity CPU numbers >= 0")
+    if ms.parity_samples < 1 or (cfg.data.eval_samples is not None and cfg.data.eval_samples < 1):
+        raise ConfigError(f"{where}: measure.parity_samples and data.eval_samples must be >= 1")
     if ms.cooldown_s < 0:
         raise ConfigError(f"{where}: measure.cooldown_s must be >= 0")
     if not 0 <= cfg.report.max_accuracy_drop <= 1:

@@ -171,7 +171,6 @@ def load_npz(path: Path) -> Dataset:
 
 def _read_rgb(path: Path, size: int) -> np.ndarray:
     """One image file -> uint8-range float HWC RGB of size x size."""
-    import skimage.color
     import skimage.io
     import skimage.transform
 
@@ -179,14 +178,19 @@ def _read_rgb(path: Path, size: int) -> np.ndarray:
         img = skimage.io.imread(path)
     except Exception as e:  # imageio raises many types for a bad file
         raise ConfigError(f"cannot read image {path}: {e}") from e
+    if img.dtype.kind in "iu":  # 8- and 16-bit files alike become 0..255 floats
+        img = img.astype(np.float64) * (255.0 / np.iinfo(img.dtype).max)
+    elif img.dtype.kind == "f" and img.max() <= 1.0:
+        img = img.astype(np.float64) * 255.0
+    if img.ndim == 3 and img.shape[-1] in (2, 4):
+        img = img[..., :-1]  # drop alpha; keep the colour (or grey) it sits on
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
     if img.ndim == 2:
-        img = skimage.color.gray2rgb(img)
-    elif img.shape[-1] == 4:
-        img = skimage.color.rgba2rgb(img)
-    # preserve_range keeps 0..255 so normalise() applies; 16-bit files are scaled down.
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[-1] != 3:
+        raise ConfigError(f"image {path} has shape {list(img.shape)}; expected grey, RGB or RGBA")
     img = skimage.transform.resize(img, (size, size), anti_aliasing=True, preserve_range=True)
-    if img.max() > 255:
-        img = img / 257.0
     return img
 
 

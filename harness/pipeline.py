@@ -99,6 +99,21 @@ def _exporter_hash() -> str:
     return h.hexdigest()[:16]
 
 
+def _model_code_hash(factory: str | None) -> str:
+    """The code a fine-tuned checkpoint depends on: ours, and the user's factory module's source."""
+    h = hashlib.sha256(_code_hash().encode())
+    if factory:
+        import inspect
+
+        try:
+            src = inspect.getsourcefile(import_factory(factory))
+            if src:
+                h.update(Path(src).read_bytes())
+        except (TypeError, OSError):
+            pass  # a compiled or built-in factory: its name alone keys the cache
+    return h.hexdigest()[:16]
+
+
 def _code_hash() -> str:
     """Hash of the code that shapes a variant, so a changed recipe never reuses a stale cache entry."""
     here = Path(__file__).parent
@@ -210,7 +225,9 @@ class Pipeline:
             ckpt_hash = sha256_file(Path(mc.checkpoint)) if mc.checkpoint else None
         else:
             def build() -> Any:
-                return M.build_model(mc.builtin or "", n_classes, pretrained=mc.pretrained)
+                model = M.build_model(mc.builtin or "", n_classes, pretrained=mc.pretrained)
+                check_fits_data(model, data, mc.builtin or "")
+                return model
             name, ckpt_hash = mc.builtin, None
         if fc.epochs == 0 and fc.unfreeze_epochs == 0:
             torch.manual_seed(self.cfg.seed)  # a random head must be the same in every run (lineage, --resume)
@@ -220,7 +237,8 @@ class Pipeline:
             with self.progress.step(f"fine-tuning {name} on {data.name} ({len(data.y_train)} train samples)"):
                 model, sha = T.finetune_cached(
                     build, data, self.cache / "checkpoints", {"model": name, "checkpoint": ckpt_hash,
-                                                              "pretrained": mc.pretrained},
+                                                              "pretrained": mc.pretrained,
+                                                              "code": _model_code_hash(mc.factory)},
                     epochs=fc.epochs, unfreeze_epochs=fc.unfreeze_epochs, lr=fc.lr, batch_size=fc.batch_size,
                     seed=self.cfg.seed, progress=self.progress)
         model.eval()

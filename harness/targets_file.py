@@ -66,6 +66,9 @@ def load_targets_file(path: Path | None) -> dict[str, dict[str, Any]]:
                 raise ConfigError(f"{path}: targets.{name}.{key} must be {what}, got {value!r}")
         if "threads" in spec and (not isinstance(spec["threads"], int) or spec["threads"] < 1):
             raise ConfigError(f"{path}: targets.{name}.threads must be a positive integer")
+        if kind == "ssh" and not spec.get("host"):
+            raise ConfigError(f"{path}: targets.{name}.host is required for kind ssh (an address or an alias "
+                              f"from ~/.ssh/config)")
         specs[name] = {**spec, "kind": kind}
     return specs
 

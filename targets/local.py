@@ -91,15 +91,19 @@ class LocalTarget(Target):
             raise TargetError(f"target {self.name}: probe failed: {out.stderr.strip()[-300:]}")
         return dict(json.loads(out.stdout))
 
-    def env(self) -> dict[str, str]:
+    def env(self, threads: int | None = None) -> dict[str, str]:
+        """The runner's environment: OMP_NUM_THREADS follows the job's threads, as on SSH targets."""
         env = dict(os.environ)
-        if self.threads:
+        threads = threads or self.threads
+        if threads:
             # Runtimes read these too; keeps numpy/OpenMP from spawning extra threads.
-            env["OMP_NUM_THREADS"] = str(self.threads)
+            env["OMP_NUM_THREADS"] = str(threads)
         return env
 
     def run(self, job: Job) -> RawResult:
         with self._guard:
+            if getattr(self, "_closed", False):
+                return RawResult.failed(f"target {self.name} was closed (interrupted run); job not started")
             self._count += 1
             out_dir = self._tmp / f"job-{self._count:04d}"
         if job.threads is None:
@@ -113,9 +117,16 @@ class LocalTarget(Target):
                                     "set the target's `workdir` to a writable folder")
         cmd = [self.python, "-u", str(RUNNER_PATH), str(out_dir / "job.json")]
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=self.env(), start_new_session=True)
+                                env=self.env(job.threads), start_new_session=True)
         with self._guard:
             self._running.add(proc)
+            closed = getattr(self, "_closed", False)
+        if closed:  # close() ran while this job was starting
+            _kill_group(proc)
+            proc.wait()
+            with self._guard:
+                self._running.discard(proc)
+            return RawResult.failed(f"target {self.name} was closed (interrupted run); job stopped")
         try:
             log, _ = proc.communicate(timeout=job.timeout_s)
         except subprocess.TimeoutExpired:
@@ -132,8 +143,9 @@ class LocalTarget(Target):
         return read_result(out_dir, proc.returncode, log or "")
 
     def close(self) -> None:
-        # A run interrupted on another thread (Ctrl-C, SIGTERM) leaves no runner behind.
+        # A run interrupted on another thread (Ctrl-C, SIGTERM) leaves no runner behind, and starts none.
         with self._guard:
+            self._closed = True
             running = list(self._running)
         for proc in running:
             _kill_group(proc)

@@ -326,6 +326,7 @@ class SSHTarget(Target):
             self.stats["connects"] += 1
             for sub in ("blobs", "jobs"):
                 self._makedirs(f"{self.workdir}/{sub}")
+            self._make_private(self.workdir)
             for job_dir in self._stale:
                 try:
                     self._kill_job(job_dir)
@@ -339,6 +340,24 @@ class SSHTarget(Target):
             self.connection()
             assert self._sftp is not None
             return self._sftp
+
+    def _make_private(self, path: str) -> None:
+        """The workdir holds code the device will run: it must be ours alone (mode 700).
+
+        In a shared folder such as /tmp another user could create it first and plant a runner whose
+        size matches ours; chmod succeeds only for the owner, so a folder we do not own is refused.
+        """
+        assert self._sftp is not None
+        try:
+            self._sftp.chmod(path, 0o700)
+            mode = self._sftp.stat(path).st_mode or 0
+        except OSError as e:
+            raise TargetError(f"target {self.name}: workdir {path} on the device cannot be made private "
+                              f"({e.strerror or e}): it may belong to another user; set `workdir` to a folder of "
+                              f"your own, e.g. under the home directory") from None
+        if mode & 0o077:
+            raise TargetError(f"target {self.name}: workdir {path} stays open to other users (mode "
+                              f"{mode & 0o777:o}); set `workdir` to a folder of your own")
 
     def _makedirs(self, path: str) -> None:
         """`mkdir -p` over SFTP (no shell on the device involved)."""
@@ -411,6 +430,7 @@ class SSHTarget(Target):
         self._tools = None
 
     def close(self) -> None:
+        self._closed = True  # no new job starts after this (an interrupted run must not start another cell)
         self._closing.set()  # a job running on another thread stops within a poll and cleans up on the device
         with self._lock:
             self._drop()
@@ -500,6 +520,8 @@ class SSHTarget(Target):
 
     def run(self, job: Job) -> RawResult:
         """Run one job; a lost link, a timeout or a device error gives a failed result, never an exception."""
+        if getattr(self, "_closed", False):
+            return RawResult.failed(f"target {self.name} was closed (interrupted run); job not started")
         with self._device_lock, self._lock:
             try:
                 return self._run(job)

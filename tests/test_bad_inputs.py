@@ -502,3 +502,65 @@ def test_hostile_file_and_target_names_stay_one_line_and_inside_out(tmp_path, cn
     (m,) = json.loads(report.read_text())["measurements"]
     assert m["status"] == "failed" and "\n" not in m["error"] and "cannot load evil name" in m["error"]
     assert not list(tmp_path.rglob("pwned")) and not (tmp_path / "escape").exists()
+
+
+def test_ssh_target_without_host_is_one_line(tmp_path, cnn_onnx):
+    tf = tmp_path / "t.toml"
+    tf.write_text('[targets.pi]\nkind = "ssh"\nuser = "pi"\n')
+    line = one_line_error(bench(cnn_onnx, tmp_path / "o", "--target", "pi", "--targets", str(tf)))
+    assert "targets.pi.host is required for kind ssh" in line
+
+
+@needs_sshd
+def test_device_workdir_is_made_private(tmp_path, cnn_onnx, server, known_hosts):
+    """Code the device runs lives in the workdir: other users must not be able to plant files there."""
+    tf = _ssh_targets(tmp_path, server, known_hosts, dev={})
+    (tmp_path / "wd").mkdir(mode=0o777)
+    os.chmod(tmp_path / "wd", 0o777)
+    assert bench(cnn_onnx, tmp_path / "o", "--target", "dev", "--targets", str(tf)).returncode == 0
+    assert (tmp_path / "wd").stat().st_mode & 0o777 == 0o700
+
+
+def test_rgba_grey_alpha_and_16_bit_images_load_with_their_real_values(tmp_path):
+    import skimage.io
+
+    from harness.data import load_image_folder
+
+    for cls, img in (("red", np.dstack([np.full((20, 20), 200, np.uint8), np.zeros((20, 20, 2), np.uint8),
+                                        np.full((20, 20), 255, np.uint8)])),
+                     ("grey", np.dstack([np.full((20, 20), 100, np.uint8), np.full((20, 20), 255, np.uint8)])),
+                     ("white16", np.full((20, 20), 65535, np.uint16))):
+        (tmp_path / cls).mkdir()
+        for i in range(4):
+            skimage.io.imsave(tmp_path / cls / f"{i}.png", img, check_contrast=False)
+    d = load_image_folder(tmp_path, size=16)
+    x = np.concatenate([d.x_train, d.x_val, d.x_test])
+    y = np.concatenate([d.y_train, d.y_val, d.y_test])
+    means = {d.classes[c]: x[y == c].mean(axis=(0, 2, 3)) for c in range(3)}
+    np.testing.assert_allclose(means["red"], [(200 / 255 - 0.5) / 0.5, -1, -1], atol=0.02)
+    np.testing.assert_allclose(means["grey"], [(100 / 255 - 0.5) / 0.5] * 3, atol=0.02)
+    np.testing.assert_allclose(means["white16"], [1, 1, 1], atol=0.02)
+
+
+def test_peak_rss_is_the_models_not_the_evaluation_sets(tmp_path, cnn_onnx):
+    from targets import Job, LocalTarget
+
+    np.savez(tmp_path / "t.npz", x=np.zeros((1, 3, 16, 16), np.float32))
+    np.savez(tmp_path / "e.npz", x=np.zeros((2000, 3, 16, 16), np.float32))  # 6 MB of evaluation data
+    t = LocalTarget("local-cpu", threads=1)
+    try:
+        raw = t.run(Job(artifact=str(cnn_onnx), format="onnx", timing_inputs=str(tmp_path / "t.npz"),
+                        eval_inputs=str(tmp_path / "e.npz"), runs=3, min_time_s=0.0))
+    finally:
+        t.close()
+    mem = raw.data["memory_mb"]
+    assert mem["peak_rss"] + 4 < mem["peak_rss_with_eval"]
+
+
+def test_a_closed_target_starts_no_new_job(tmp_path, cnn_onnx):
+    from targets import Job, LocalTarget
+
+    t = LocalTarget("local-cpu")
+    t.close()
+    raw = t.run(Job(artifact=str(cnn_onnx), format="onnx"))
+    assert not raw.ok and "was closed" in raw.error
