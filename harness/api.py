@@ -117,6 +117,11 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
         report.measurements.append(m)
         annotate(report, cfg.report.max_accuracy_drop)
         write_target_report(report, out)  # finished cells survive an interruption
+    for r in range(1, cfg.measure.rounds):
+        if stop is not None and stop.is_set():
+            break
+        extra_round(target, report, prep, cfg, reverse=r % 2 == 1, progress=progress)
+        write_target_report(report, out)
     if measured > 1 and not (stop is not None and stop.is_set()):
         report.target["stability"] = recheck_first_cell(target, report, prep, cfg)
     annotate(report, cfg.report.max_accuracy_drop)
@@ -124,6 +129,44 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, out: Path, pr
 
 
 STABILITY_LIMIT = 0.10
+
+
+def _timing_job(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig, threads: Any) -> Job:
+    """A timing-only job for a cell that was measured already (no evaluation pass)."""
+    assert cell.artifact is not None
+    ms = cfg.measure
+    return Job(artifact=target.deploy(Path(cell.artifact.path)), format=cell.format,
+               timing_inputs=target.deploy(prep.timing_inputs) if prep.timing_inputs else None,
+               runs=ms.runs, warmup=ms.warmup, warmup_until_stable=ms.warmup_until_stable, min_time_s=ms.min_time_s,
+               max_time_s=ms.max_time_s, mode=ms.mode, target_rel_ci=ms.target_rel_ci, threads=threads,
+               affinity=next((a for a in (cell.variant.affinity, ms.affinity, target.settings.get("affinity"))
+                              if a is not None), None), timeout_s=ms.timeout_s)
+
+
+def extra_round(target: Target, report: TargetReport, prep: Prepared, cfg: RunConfig, reverse: bool,
+                progress: Progress) -> None:
+    """Time every measured cell once more, in reversed order every other round, and pool the timings.
+
+    A device whose speed drifts during a run then slows every cell alike instead of the last ones.
+    """
+    cells = {c.key: c for c in prep.cells}
+    order = [m for m in report.measurements if m.ok and m.raw_latencies_ms and m.key in cells]
+    for m in reversed(order) if reverse else order:
+        try:
+            raw = target.run(_timing_job(target, cells[m.key], prep, cfg, m.settings.get("threads")))
+        except HarnessError as e:
+            m.flags.append(f"an extra round failed: {e}")
+            continue
+        if not raw.ok or not raw.data.get("latencies_ns"):
+            m.settings.setdefault("round_errors", []).append(raw.error)
+            continue
+        ns = raw.data["latencies_ns"]
+        rounds = m.settings.setdefault("round_p50_ms", [m.latency_ms["p50"]] if m.latency_ms else [])
+        rounds.append(LatencyStats.from_ns(ns).p50)
+        m.raw_latencies_ms = (m.raw_latencies_ms or []) + [round(x / 1e6, 6) for x in ns]
+        m.latency_ms = LatencyStats.from_ns([int(x * 1e6) for x in m.raw_latencies_ms]).to_dict()
+        m.settings["runs"] = m.latency_ms["n"]
+        progress(f"{target.name}: {m.key}: round {len(rounds)} p50 {rounds[-1]:.3f} ms")
 
 
 def recheck_first_cell(target: Target, report: TargetReport, prep: Prepared, cfg: RunConfig) -> dict[str, Any] | None:

@@ -76,6 +76,7 @@ class MeasureConfig:
     affinity: list[int] | None = None  # CPUs the runner is pinned to (e.g. the big cores); target's if unset
     cooldown_s: float = 0.0  # pause between cells so one cell's heat does not slow the next
     threads_sweep: list[int] = field(default_factory=list)  # also time every cell at these thread counts
+    rounds: int = 1  # time every cell this many times, interleaved (reversed order each round), and pool them
 
 
 @dataclass
@@ -216,6 +217,8 @@ def validate(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: measure.threads_sweep needs counts >= 1 and measure.affinity CPU numbers >= 0")
     if ms.parity_samples < 1 or (cfg.data.eval_samples is not None and cfg.data.eval_samples < 1):
         raise ConfigError(f"{where}: measure.parity_samples and data.eval_samples must be >= 1")
+    if ms.rounds < 1:
+        raise ConfigError(f"{where}: measure.rounds must be >= 1")
     if ms.cooldown_s < 0:
         raise ConfigError(f"{where}: measure.cooldown_s must be >= 0")
     if not 0 <= cfg.report.max_accuracy_drop <= 1:

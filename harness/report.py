@@ -201,10 +201,27 @@ def render_markdown(report: TargetReport, rec: Recommendation | None = None) -> 
         lines += ["", "## Device stability", "", f"{stab['cell']} timed again after all cells: p50 "
                   f"{stab['p50_first_ms']:.3f} -> {stab['p50_again_ms']:.3f} ms ({100 * stab['change']:+.1f}%), "
                   f"within ±{100 * 0.10:.0f}%: the device ran at the same speed throughout."]
+    lines += rounds_markdown(report)
     lines += threads_sweep_markdown(report)
     lines += memory_markdown(report)
     lines += ["", FOOTNOTE, ""]
     return "\n".join(lines)
+
+
+def rounds_markdown(report: TargetReport) -> list[str]:
+    """p50 of each interleaved round, when the run timed every cell more than once."""
+    rows = [m for m in report.measurements if len(m.settings.get("round_p50_ms") or []) > 1]
+    if not rows:
+        return []
+    n = max(len(m.settings["round_p50_ms"]) for m in rows)
+    lines = ["", "## p50 (ms) per round (cells re-timed in alternating order; the table above pools all rounds)",
+             "", "| cell | " + " | ".join(f"round {i + 1}" for i in range(n)) + " | spread |",
+             "|---|" + "---:|" * (n + 1)]
+    for m in rows:
+        r = m.settings["round_p50_ms"]
+        spread = f"{100 * (max(r) / min(r) - 1):.0f}%" if min(r) > 0 else "–"
+        lines.append(f"| {m.key} | " + " | ".join(f"{v:.3f}" for v in r) + " |" * (n - len(r)) + f" | {spread} |")
+    return lines
 
 
 def threads_sweep_markdown(report: TargetReport) -> list[str]:

@@ -145,3 +145,16 @@ def test_resume_only_one_variant_keeps_the_others(tmp_path):
     assert set(after) == {"fp32/onnx", "pruned-50/onnx"}
     # Same artifacts (cached by content): both cells are kept as measured, numbers unchanged.
     assert after == before
+
+
+def test_interleaved_rounds_pool_the_timings(tmp_path):
+    cfg = dict(SMALL, variants=[{"name": "fp32", "formats": ["onnx"]},
+                                {"name": "int8", "precision": "int8-dynamic", "formats": ["onnx"]}],
+               measure=dict(SMALL["measure"], rounds=3))
+    res = run_config(RunConfig.from_dict(cfg), out=tmp_path / "o", cache_dir=tmp_path / "c")
+    for m in res.reports["local-cpu"].measurements:
+        assert m.ok, m.error
+        assert len(m.settings["round_p50_ms"]) == 3
+        assert m.latency_ms["n"] == len(m.raw_latencies_ms) >= 30
+        assert min(m.settings["round_p50_ms"]) <= m.latency_ms["max"]
+    assert "per round" in (res.report_dirs["local-cpu"] / "report.md").read_text()
