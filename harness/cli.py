@@ -14,6 +14,13 @@ from harness.errors import HarnessError
 from harness.progress import Progress
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Usage mistakes also get the one-line error form (sub-commands inherit the class)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"edge-harness: error: {message} (see `{self.prog} --help`)\n")
+
+
 def _positive(v: str) -> int:
     try:
         n = int(v)
@@ -154,7 +161,7 @@ def cmd_targets_trust(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="edge-harness", description="Export, deploy and measure compressed models "
+    p = OneLineParser(prog="edge-harness", description="Export, deploy and measure compressed models "
                                 "on the devices they will ship to.")
     p.add_argument("--version", action="version", version=f"edge-harness {__version__}")
     sub = p.add_subparsers(dest="command", required=True)

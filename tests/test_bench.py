@@ -105,3 +105,14 @@ def test_bench_never_overwrites_an_earlier_report_unasked(tmp_path, cnn_onnx, mo
     assert main(args) == 0
     made = list((tmp_path / "reports" / "bench").glob("cnn-*/local-cpu/report.json"))
     assert len(made) == 1
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["bench", "m.onnx", "--runs", "abc"], "'abc' is not an integer"),
+    (["bench", "m.onnx", "--threads", "0"], "must be >= 1"),
+    (["frobnicate"], "invalid choice"),
+])
+def test_usage_mistakes_are_one_line_too(args, needle):
+    out = _cli(*args)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("edge-harness: error: ") and needle in out.stderr
