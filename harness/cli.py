@@ -21,24 +21,22 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"edge-harness: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _positive(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{v!r} must be >= 1")
-    return n
+def _int_at_least(lo: int) -> Callable[[str], int]:
+    """An argparse type: an integer no smaller than `lo`."""
+
+    def parse(v: str) -> int:
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"{v!r} must be >= {lo}")
+        return n
+
+    return parse
 
 
-def _non_negative(v: str) -> int:
-    try:
-        n = int(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not an integer") from None
-    if n < 0:
-        raise argparse.ArgumentTypeError(f"{v!r} must be >= 0")
-    return n
+_positive, _non_negative = _int_at_least(1), _int_at_least(0)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -196,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--runs", type=_positive, default=50)
     b.add_argument("--warmup", type=_non_negative, default=5)
     b.add_argument("--threads", type=_positive, default=None)
-    b.add_argument("--min-time", type=float, default=0.5, help="minimum timed seconds (default 0.5)")
+    b.add_argument("--min-time", type=_non_negative_float, default=0.5, help="minimum timed seconds (default 0.5)")
     b.add_argument("--adaptive", action="store_true", help="run until the p50 CI is within 2%%")
     b.add_argument("--out", type=Path, default=None,
                    help="output folder (default: reports/bench/<model>-<time>, a new one each run)")
