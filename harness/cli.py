@@ -108,34 +108,24 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 1 if comp.regressions else 0
 
 
-def _fraction(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-    if not 0 <= x < 1:
-        raise argparse.ArgumentTypeError(f"{v!r} must be a fraction in [0, 1) (0.01 = 1 point / 1%)")
-    return x
+def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
+    """An argparse type: a number for which `ok` holds; `rule` says which numbers those are."""
+
+    def parse(v: str) -> float:
+        try:
+            x = float(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+        if not ok(x):
+            raise argparse.ArgumentTypeError(f"{v!r} {rule}")
+        return x
+
+    return parse
 
 
-def _non_negative_float(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-    if not x >= 0:
-        raise argparse.ArgumentTypeError(f"{v!r} must be >= 0")
-    return x
-
-
-def _positive_float(v: str) -> float:
-    try:
-        x = float(v)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
-    if not x > 0:
-        raise argparse.ArgumentTypeError(f"{v!r} must be > 0")
-    return x
+_fraction = _float_where(lambda x: 0 <= x < 1, "must be a fraction in [0, 1) (0.01 = 1 point / 1%)")
+_non_negative_float = _float_where(lambda x: x >= 0, "must be >= 0")
+_positive_float = _float_where(lambda x: x > 0, "must be > 0")
 
 
 def cmd_targets_check(args: argparse.Namespace) -> int:

@@ -136,21 +136,21 @@ def check_cell(report: TargetReport, m: Measurement, c: Constraints) -> CellChec
             chk.misses.append(f"top-1 drops {100 * chk.top1_drop:.1f} points{_drop_where(report, m)} > "
                               f"{100 * c.max_accuracy_drop:.1f}")
             chk.excess += (chk.top1_drop - c.max_accuracy_drop) / max(c.max_accuracy_drop, 0.01)
-    if c.max_size_mb is not None:
-        if chk.size_mb is None:
-            chk.misses.append("size unknown")
-            chk.excess += 1.0
-        elif chk.size_mb > c.max_size_mb:
-            chk.misses.append(f"size {chk.size_mb:.2f} MB > {c.max_size_mb:g} MB")
-            chk.excess += chk.size_mb / c.max_size_mb - 1
-    if c.max_memory_mb is not None:
-        if chk.peak_rss_mb is None:
-            chk.misses.append("peak RSS not measured")
-            chk.excess += 1.0
-        elif chk.peak_rss_mb > c.max_memory_mb:
-            chk.misses.append(f"peak RSS {chk.peak_rss_mb:.1f} MB > {c.max_memory_mb:g} MB")
-            chk.excess += chk.peak_rss_mb / c.max_memory_mb - 1
+    _upper_limit(chk, chk.size_mb, c.max_size_mb, "size unknown", "size {:.2f} MB > {:g} MB")
+    _upper_limit(chk, chk.peak_rss_mb, c.max_memory_mb, "peak RSS not measured", "peak RSS {:.1f} MB > {:g} MB")
     return chk
+
+
+def _upper_limit(chk: CellCheck, value: float | None, limit: float | None, unknown: str, over: str) -> None:
+    """Record a miss when a figure is unknown or above its limit; excess is the relative overshoot."""
+    if limit is None:
+        return
+    if value is None:
+        chk.misses.append(unknown)
+        chk.excess += 1.0
+    elif value > limit:
+        chk.misses.append(over.format(value, limit))
+        chk.excess += value / limit - 1
 
 
 def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | None = None) -> Recommendation:

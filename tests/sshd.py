@@ -37,6 +37,19 @@ def keygen(path: Path) -> Path:
     return path
 
 
+def pids_matching(fragment: str) -> list[int]:
+    """Processes whose command line contains `fragment` (like `pgrep -f`, without needing procps)."""
+    found = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit() and int(d.name) != os.getpid():
+            try:
+                if fragment.encode() in (d / "cmdline").read_bytes():
+                    found.append(int(d.name))
+            except OSError:
+                pass
+    return found
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import free_port, skip_reason, start_sshd
+from sshd import free_port, pids_matching, skip_reason, start_sshd
 
 from harness.api import run_config
 from harness.config import RunConfig
@@ -55,17 +55,6 @@ def first_job(marker: Path) -> str:
     # A device sees content-addressed file names only, so its wrapper picks the first job it gets.
     return f"[ ! -e {shlex.quote(str(marker))} ] && touch {shlex.quote(str(marker))}"
 
-
-def _pids(fragment: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if fragment.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +135,7 @@ def test_crashing_runners_fail_only_their_cells(tmp_path, server):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert all(t in summary for t in names)
     # Nothing left running or lying around: the hung runner was killed with its process group.
-    assert not _pids(str(wrappers)) and not _pids("sleep 600")
+    assert not pids_matching(str(wrappers)) and not pids_matching("sleep 600")
     if server is not None:
         assert os.listdir(workdir / "jobs") == []
     assert took < TIMEOUT_S + 60, took  # the targets ran side by side: one hang does not hold the others

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import skip_reason, start_sshd
+from sshd import pids_matching, skip_reason, start_sshd
 
 PY = sys.executable
 SSH_REASON = skip_reason()
@@ -52,17 +52,6 @@ precision = "fp16"
 formats = ["onnx"]
 """
 
-
-def _pids(fragment: str) -> list[int]:
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if fragment.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 def _cells(path: Path) -> dict[str, dict]:
@@ -127,7 +116,7 @@ def test_sigterm_keeps_finished_cells_and_resume_runs_only_the_rest(tmp_path, se
         kept[t] = cells
     assert kept["local-cpu"], "the first local cell was on disk before the signal"
     time.sleep(0.5)
-    assert not _pids(str(tmp_path)), "a runner outlived the interrupted run"
+    assert not pids_matching(str(tmp_path)), "a runner outlived the interrupted run"
     assert not list(out.rglob("*.tmp")) and not list((tmp_path / "tmp").glob("edge-harness-*"))
     if server is not None:
         assert os.listdir(workdir / "jobs") == []  # the device's job folder went with its runner

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sshd import Netns, Sshd, free_port, keygen, skip_reason, start_sshd
+from sshd import Netns, Sshd, free_port, keygen, pids_matching, skip_reason, start_sshd
 
 REASON = skip_reason()
 if REASON:
@@ -88,18 +88,6 @@ def _write(tmp: Path, name: str, text: str) -> Path:
     p.write_text(text)
     return p
 
-
-def _pids(fragment: str) -> list[int]:
-    """Processes whose command line contains `fragment` (like `pgrep -f`, without needing procps)."""
-    found = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit() and int(d.name) != os.getpid():
-            try:
-                if fragment.encode() in (d / "cmdline").read_bytes():
-                    found.append(int(d.name))
-            except OSError:
-                pass
-    return found
 
 
 def _bench(model: Path, tf: Path, out: Path, target: str = "dev", *extra: str) -> int:
@@ -314,9 +302,9 @@ def test_cut_link_fails_the_cell_and_leaves_no_runner(tmp, board, cnn_onnx, inpu
         worker = threading.Thread(target=work)
         worker.start()
         deadline = time.monotonic() + 20
-        while not _pids(f"{workdir}/jobs/") and time.monotonic() < deadline:
+        while not pids_matching(f"{workdir}/jobs/") and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert _pids(f"{workdir}/jobs/"), "the slow job never started"
+        assert pids_matching(f"{workdir}/jobs/"), "the slow job never started"
         time.sleep(1.0)  # measuring now
         ns.cut()
         t0 = time.monotonic()
@@ -326,9 +314,9 @@ def test_cut_link_fails_the_cell_and_leaves_no_runner(tmp, board, cnn_onnx, inpu
         assert not isinstance(raw, BaseException), repr(raw)
         assert not raw.ok and "lost the link" in raw.error
         assert detected < 15, detected
-        while _pids(f"{workdir}/jobs/") and time.monotonic() - t0 < 15:
+        while pids_matching(f"{workdir}/jobs/") and time.monotonic() - t0 < 15:
             time.sleep(0.2)
-        assert not _pids(f"{workdir}/jobs/"), "a runner survived the cut link"
+        assert not pids_matching(f"{workdir}/jobs/"), "a runner survived the cut link"
         print(f"cut link: cell failed after {detected:.1f} s, runner gone after {time.monotonic() - t0:.1f} s "
               f"(watchdog grace {GRACE_S:g} s)")
         # The link comes back: the target reconnects, cleans the dead job's folder and measures again.
@@ -350,7 +338,7 @@ def test_timeout_kills_the_runner(tmp, targets_file, cnn_onnx, inputs, workdir):
         raw = t.run(job)
         assert not raw.ok and "timed out after 2 s" in raw.error
         assert time.monotonic() - t0 < 6
-        assert not _pids(f"{workdir}/jobs/")
+        assert not pids_matching(f"{workdir}/jobs/")
 
 
 def test_half_uploaded_or_truncated_files_are_sent_again(targets_file, cnn_onnx, workdir):
