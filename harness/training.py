@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from exporters.base import sha256_file
 from harness.data import Dataset
 from harness.errors import ConfigError
 from harness.models import finetune_tail
@@ -221,14 +222,6 @@ def pixel_baseline_accuracy(data: Dataset, steps: int = 300, weight_decay: float
         return float((lin(xt).argmax(1).numpy() == data.y_test).mean())
 
 
-def file_sha256(path: Path) -> str:
-    """sha256 hex digest of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def cache_key(key_parts: dict[str, Any], data: Dataset, train_kwargs: dict[str, Any]) -> str:
     """Hash of what determines a fine-tuned checkpoint: caller's parts, data, train settings."""
@@ -253,7 +246,7 @@ def finetune_cached(build: Callable[[], nn.Module], data: Dataset, cache_dir: Pa
     if path.is_file():
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval(), file_sha256(path)
+            return model.eval(), sha256_file(path)
         except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
             torch.manual_seed(train_kwargs.get("seed", 0))
             model = build()  # a truncated or stale checkpoint: retrain and overwrite it
@@ -262,4 +255,4 @@ def finetune_cached(build: Callable[[], nn.Module], data: Dataset, cache_dir: Pa
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(model.state_dict(), tmp)
     os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
-    return model.eval(), file_sha256(path)
+    return model.eval(), sha256_file(path)

@@ -29,6 +29,7 @@ from typing import Any
 
 import paramiko
 
+from exporters.base import sha256_file
 from harness.errors import ConfigError, TargetError
 from targets.base import RUNNER_PATH, Job, RawResult, Target, register_target
 from targets.local import read_result
@@ -244,13 +245,6 @@ def fetch_host_key(ep: Endpoint) -> paramiko.PKey:
         transport.close()
 
 
-def digest_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
 
 def safe_suffix(path: Path) -> str:
     """The file's suffix if it is plain (".onnx"), else none: device paths never carry user text."""
@@ -451,7 +445,7 @@ class SSHTarget(Target):
         st = path.stat()
         key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
         if key not in self._digests:
-            self._digests[key] = digest_of(path)
+            self._digests[key] = sha256_file(path)
         remote = f"{self.workdir}/blobs/{self._digests[key]}{safe_suffix(path)}"
         with self._device_lock, self._lock:
             self.upload(path, remote, st.st_size)
