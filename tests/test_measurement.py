@@ -9,7 +9,7 @@ import time
 import numpy as np
 import pytest
 
-from targets import Job, LocalTarget
+from targets import Job, LocalTarget, RawResult
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +34,12 @@ def inputs(tmp_path):
     return p
 
 
+def _run(job: Job, **target: object) -> RawResult:
+    """One job on a fresh local-cpu target."""
+    with LocalTarget("local-cpu", **target) as t:  # type: ignore[arg-type]
+        return t.run(job)
+
+
 def _burn(stop_at: float) -> None:
     x = 0
     while time.time() < stop_at:
@@ -41,12 +47,8 @@ def _burn(stop_at: float) -> None:
 
 
 def test_adaptive_stops_on_precision_for_a_stable_model(medium_onnx, inputs):
-    t = LocalTarget("local-cpu", threads=1)
-    try:
-        raw = t.run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=20, warmup=5,
-                        min_time_s=0.0, mode="adaptive", target_rel_ci=0.05, max_time_s=20.0))
-    finally:
-        t.close()
+    raw = _run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=20, warmup=5,
+                   min_time_s=0.0, mode="adaptive", target_rel_ci=0.05, max_time_s=20.0), threads=1)
     assert raw.ok, raw.error
     assert raw.data["stopped_by"] == "precision"
     lat = sorted(raw.data["latencies_ns"])
@@ -62,12 +64,10 @@ def test_adaptive_stops_on_the_budget_for_a_noisy_model(medium_onnx, inputs):
     burners = [mp.Process(target=_burn, args=(stop,)) for _ in range(max(2, os.cpu_count() or 2))]
     for b in burners:
         b.start()
-    t = LocalTarget("local-cpu", threads=2)
     try:
-        raw = t.run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=10, warmup=2,
-                        min_time_s=0.0, mode="adaptive", target_rel_ci=0.001, max_time_s=1.5))
+        raw = _run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=10, warmup=2,
+                       min_time_s=0.0, mode="adaptive", target_rel_ci=0.001, max_time_s=1.5), threads=2)
     finally:
-        t.close()
         for b in burners:
             b.terminate()
             b.join()
@@ -76,35 +76,23 @@ def test_adaptive_stops_on_the_budget_for_a_noisy_model(medium_onnx, inputs):
 
 
 def test_warmup_until_stable_runs_at_least_the_minimum(medium_onnx, inputs):
-    t = LocalTarget("local-cpu", threads=1)
-    try:
-        raw = t.run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=5, warmup=12,
-                        warmup_until_stable=True, min_time_s=0.0))
-    finally:
-        t.close()
+    raw = _run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=5, warmup=12,
+                   warmup_until_stable=True, min_time_s=0.0), threads=1)
     assert raw.ok and 12 <= len(raw.data["warmup_ns"]) <= 200
 
 
 @pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity on this OS")
 def test_threads_and_affinity_are_applied_and_recorded(medium_onnx, inputs):
-    t = LocalTarget("local-cpu")
-    try:
-        raw = t.run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=5,
-                        min_time_s=0.0, threads=1, affinity=[0]))
-    finally:
-        t.close()
+    raw = _run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=5,
+                   min_time_s=0.0, threads=1, affinity=[0]))
     assert raw.ok, raw.error
     assert raw.data["threads"] == 1
     assert raw.data["device"]["affinity"] == [0]  # read back from the kernel inside the runner
 
 
 def test_memory_fields_are_present_and_ordered(medium_onnx, inputs):
-    t = LocalTarget("local-cpu", threads=1)
-    try:
-        raw = t.run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=5,
-                        min_time_s=0.0))
-    finally:
-        t.close()
+    raw = _run(Job(artifact=str(medium_onnx), format="onnx", timing_inputs=str(inputs), runs=5,
+                   min_time_s=0.0), threads=1)
     mem = raw.data["memory_mb"]
     for k in ("rss_before_load", "rss_after_load", "rss_after_first_inference", "peak_rss", "method"):
         assert k in mem
