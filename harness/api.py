@@ -132,15 +132,20 @@ STABILITY_LIMIT = 0.10
 
 
 def _timing_job(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig, threads: Any) -> Job:
-    """A timing-only job for a cell that was measured already (no evaluation pass)."""
+    """A cell's timing job, with the artifact and timing inputs deployed (add eval_inputs to score it).
+
+    Deploy failures raise HarnessError. Every timing of a cell (first measurement, extra rounds,
+    the stability re-check) goes through here, so all of them run under the same settings.
+    """
     assert cell.artifact is not None
     ms = cfg.measure
+    affinity = next((a for a in (cell.variant.affinity, ms.affinity, target.settings.get("affinity"))
+                     if a is not None), None)
     return Job(artifact=target.deploy(Path(cell.artifact.path)), format=cell.format,
                timing_inputs=target.deploy(prep.timing_inputs) if prep.timing_inputs else None,
                runs=ms.runs, warmup=ms.warmup, warmup_until_stable=ms.warmup_until_stable, min_time_s=ms.min_time_s,
                max_time_s=ms.max_time_s, mode=ms.mode, target_rel_ci=ms.target_rel_ci, threads=threads,
-               affinity=next((a for a in (cell.variant.affinity, ms.affinity, target.settings.get("affinity"))
-                              if a is not None), None), timeout_s=ms.timeout_s)
+               affinity=affinity, timeout_s=ms.timeout_s)
 
 
 def extra_round(target: Target, report: TargetReport, prep: Prepared, cfg: RunConfig, reverse: bool,
@@ -179,15 +184,10 @@ def recheck_first_cell(target: Target, report: TargetReport, prep: Prepared, cfg
     cell = next((c for c in prep.cells if first and c.key == first.key and c.artifact), None)
     if first is None or cell is None or cell.artifact is None:
         return None
-    ms = cfg.measure
     try:
-        remote_art = target.deploy(Path(cell.artifact.path))
-        remote_timing = target.deploy(prep.timing_inputs) if prep.timing_inputs else None
+        job = _timing_job(target, cell, prep, cfg, first.settings.get("threads"))
     except HarnessError as e:
         return {"cell": first.key, "error": str(e)}
-    job = Job(artifact=remote_art, format=cell.format, timing_inputs=remote_timing, runs=ms.runs,
-              warmup=ms.warmup, min_time_s=ms.min_time_s, max_time_s=ms.max_time_s,
-              threads=first.settings.get("threads"), timeout_s=ms.timeout_s)
     raw = target.run(job)
     if not raw.ok or not raw.data.get("latencies_ns"):
         return {"cell": first.key, "error": raw.error}
@@ -213,17 +213,10 @@ def measure_cell(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig) -> 
     assert cell.artifact is not None and prep.timing_inputs and prep.eval_inputs
     ms = cfg.measure
     try:
-        remote_art = target.deploy(Path(cell.artifact.path))
-        remote_timing = target.deploy(prep.timing_inputs)
-        remote_eval = target.deploy(prep.eval_inputs)
+        job = _timing_job(target, cell, prep, cfg, cell.variant.threads or ms.threads or target.threads)
+        job.eval_inputs = target.deploy(prep.eval_inputs)
     except HarnessError as e:
         return _failed_cell(cell, f"deploy failed: {e}")
-    v = cell.variant
-    affinity = next((a for a in (v.affinity, ms.affinity, target.settings.get("affinity")) if a is not None), None)
-    job = Job(artifact=remote_art, format=cell.format, timing_inputs=remote_timing, eval_inputs=remote_eval,
-              runs=ms.runs, warmup=ms.warmup, warmup_until_stable=ms.warmup_until_stable, min_time_s=ms.min_time_s,
-              max_time_s=ms.max_time_s, mode=ms.mode, target_rel_ci=ms.target_rel_ci,
-              threads=v.threads or ms.threads or target.threads, affinity=affinity, timeout_s=ms.timeout_s)
     raw = target.run(job)
     accuracy = None
     if raw.ok and raw.outputs:
