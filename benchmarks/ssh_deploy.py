@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from sshd import skip_reason, start_sshd  # noqa: E402
 
 from exporters import EXPORTERS  # noqa: E402
-from harness.targets_file import load_targets_file, make_target  # noqa: E402
+from harness.config.targets_file import load_targets_file, make_target  # noqa: E402
 from targets import Job, LocalTarget  # noqa: E402
 
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 from sshd import Netns, keygen, skip_reason  # noqa: E402
 
 from harness.api import measure_target  # noqa: E402
-from harness.config import RunConfig  # noqa: E402
-from harness.pipeline import Pipeline  # noqa: E402
+from harness.build.pipeline import Pipeline  # noqa: E402
+from harness.config.run import RunConfig  # noqa: E402
+from harness.config.targets_file import load_targets_file, make_target  # noqa: E402
 from harness.progress import Progress  # noqa: E402
-from harness.targets_file import load_targets_file, make_target  # noqa: E402
 
 
 def cpu_seconds() -> float:

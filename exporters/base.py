@@ -11,6 +11,9 @@ from typing import Any, Callable, Protocol
 
 import numpy as np
 
+from exporters.errors import ExportError
+
+# Every precision an exporter may make; each exporter registers the ones it supports.
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 
 
@@ -56,6 +59,7 @@ class Artifact:
 
 
 def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -63,44 +67,48 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-EXPORTERS: dict[str, ExportFn] = {}
+@dataclass(frozen=True)
+class Exporter:
+    """A registered format: its file suffix, the precisions it makes, and its export function."""
 
-# The format a file suffix stands for, used by `bench` on a user's file.
-SUFFIX_FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".pt2": "torch"}
+    name: str
+    suffix: str
+    precisions: tuple[str, ...]
+    fn: ExportFn
+    limits: str = ""  # what the format cannot do, in words for a config error ("runs fp32 only")
+
+    def __call__(self, model: Any, example: tuple[Any, ...], precision: str, out_path: Path,
+                 calibration: np.ndarray | None = None) -> Path:
+        if precision not in self.precisions:
+            raise ExportError(f"{self.name} export: unsupported precision {precision!r} "
+                              f"({self.name} supports {', '.join(self.precisions)})")
+        return self.fn(model, example, precision, out_path, calibration=calibration)
 
 
-def register_exporter(name: str) -> Callable[[ExportFn], ExportFn]:
-    """Register an export function under a format name ("onnx", "tflite", "torch")."""
+# The one list of formats: config validation, file suffixes and `bench` read it.
+EXPORTERS: dict[str, Exporter] = {}
+
+
+def register_exporter(name: str, suffix: str, precisions: tuple[str, ...],
+                      limits: str = "") -> Callable[[ExportFn], ExportFn]:
+    """Register an export function under a format name ("onnx"), with its suffix and precisions."""
 
     def wrap(fn: ExportFn) -> ExportFn:
-        EXPORTERS[name] = fn
+        unknown = set(precisions) - set(PRECISIONS)
+        assert not unknown, f"exporter {name}: unknown precisions {sorted(unknown)}"
+        EXPORTERS[name] = Exporter(name, suffix, tuple(precisions), fn, limits)
         return fn
 
     return wrap
 
 
-def format_of(path: Path) -> str:
-    from harness.errors import ModelError
-
-    fmt = SUFFIX_FORMATS.get(Path(path).suffix.lower())
-    if fmt is None:
-        raise ModelError(f"{path}: unknown model format (expected one of {', '.join(SUFFIX_FORMATS)})")
-    return fmt
-
-
-def require_precision(fmt: str, precision: str, supported: tuple[str, ...]) -> None:
-    """Refuse a precision this format's exporter does not make, naming the ones it does."""
-    from harness.errors import ExportError
-
-    if precision not in supported:
-        raise ExportError(f"{fmt} export: unsupported precision {precision!r} "
-                          f"({fmt} supports {', '.join(supported)})")
+def suffix_formats() -> dict[str, str]:
+    """File suffix -> format name, from the registry (".onnx" -> "onnx")."""
+    return {e.suffix: e.name for e in EXPORTERS.values()}
 
 
 def check_calibration(fmt: str, example: tuple[Any, ...], calibration: np.ndarray | None) -> None:
     """Static int8 needs calibration samples shaped like one model input (single-input models)."""
-    from harness.errors import ExportError
-
     where = f"{fmt} int8-static export failed"
     if calibration is None or len(calibration) == 0:
         raise ExportError(f"{where}: calibration data is required")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.errors import ExportError
+from exporters.errors import ExportError
 
 # Inputs (by position) of quantization-related ops that hold scales or zero points.
 _QPARAM_SLOTS = {

@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter, require_precision
-from harness.errors import ExportError
+from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter
+from exporters.errors import ExportError
 
+SUFFIX = ".onnx"
 FORMAT = "onnx"
-SUPPORTED = PRECISIONS
 MAX_CALIBRATION_SAMPLES = 64
 
 
-@register_exporter(FORMAT)
+@register_exporter(FORMAT, SUFFIX, PRECISIONS)
 def export_onnx(
     model: Any,
     example: tuple[Any, ...],
@@ -35,7 +35,6 @@ def export_onnx(
     calibration: np.ndarray | None = None,
 ) -> Path:
     """Export `model` to ONNX at `precision`, validate it in onnxruntime, write `out_path` atomically."""
-    require_precision(FORMAT, precision, SUPPORTED)
     if precision == "int8-static":
         check_calibration("onnx", example, calibration)
     out_path = Path(out_path)

@@ -21,15 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter, require_precision
-from harness.errors import ExportError
+from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter
+from exporters.errors import ExportError
 
+SUFFIX = ".tflite"
 FORMAT = "tflite"
-SUPPORTED = PRECISIONS
 MAX_CALIBRATION_SAMPLES = 64
 
 
-@register_exporter(FORMAT)
+@register_exporter(FORMAT, SUFFIX, PRECISIONS)
 def export_tflite(
     model: Any,
     example: tuple[Any, ...],
@@ -38,7 +38,6 @@ def export_tflite(
     calibration: np.ndarray | None = None,
 ) -> Path:
     """Convert `model` to TFLite at `precision`, run it once in ai-edge-litert, write `out_path` atomically."""
-    require_precision(FORMAT, precision, SUPPORTED)
     if precision == "int8-static":
         check_calibration("tflite", example, calibration)
     out_path = Path(out_path)

@@ -11,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from exporters.base import one_line, register_exporter, require_precision
-from harness.errors import ExportError
+from exporters.base import one_line, register_exporter
+from exporters.errors import ExportError
 
+SUFFIX = ".pt2"
 FORMAT = "torch"
 SUPPORTED = ("fp32",)
 
 
-@register_exporter(FORMAT)
+@register_exporter(FORMAT, SUFFIX, SUPPORTED, limits="the torch eager baseline runs fp32 only")
 def export_torch(
     model: Any,
     example: tuple[Any, ...],
@@ -27,7 +28,6 @@ def export_torch(
     calibration: np.ndarray | None = None,
 ) -> Path:
     """Save `model` as a torch.export program with a dynamic batch dim; reload and run it once."""
-    require_precision(FORMAT, precision, SUPPORTED)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the .pt2 suffix on the temp name: torch.export.save warns on other suffixes.

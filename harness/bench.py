@@ -9,26 +9,35 @@ from pathlib import Path
 
 import numpy as np
 
-from exporters.base import Artifact, format_of
+from exporters.base import Artifact
+from exporters.graph import onnx_graph_stats
 from harness import __version__
+from harness.config.run import MeasureConfig
+from harness.config.targets_file import load_targets_file, make_target
 from harness.errors import ConfigError, ModelError
-from harness.inputs import declared_inputs, generate
-from harness.measure import to_measurement
+from harness.measure.fold import to_measurement
+from harness.measure.inputs import declared_inputs, format_of, generate
+from harness.measure.jobs import timing_job
+from harness.measure.results import TargetReport
 from harness.progress import Progress
-from harness.report import write_summary, write_target_report
-from harness.results import TargetReport
-from harness.targets_file import load_targets_file, make_target
-from targets.base import Job
+from harness.report.files import write_summary, write_target_report
 
 
 @dataclass
 class BenchSettings:
+    """`bench`'s options; timed under the same measurement settings a config's cells use."""
+
     runs: int = 50
     warmup: int = 5
     threads: int | None = None
     min_time_s: float = 0.5
     mode: str = "fixed"
     timeout_s: float = 600.0
+    max_time_s: float = 60.0
+
+    def measure_config(self) -> MeasureConfig:
+        return MeasureConfig(runs=self.runs, warmup=self.warmup, threads=self.threads, min_time_s=self.min_time_s,
+                             mode=self.mode, timeout_s=self.timeout_s, max_time_s=self.max_time_s)
 
 
 def check_inputs_file(path: Path) -> None:
@@ -75,11 +84,8 @@ def bench(model: Path, target: str = "local-cpu", targets_file: Path | None = No
         tgt = make_target(target, specs, threads=settings.threads)
         with tgt:
             with progress.step(f"measuring {model.name} on {tgt.name}"):
-                remote_model = tgt.deploy(model)
-                remote_inputs = tgt.deploy(Path(timing))
-                job = Job(artifact=remote_model, format=fmt, timing_inputs=remote_inputs, runs=settings.runs,
-                          warmup=settings.warmup, threads=settings.threads or tgt.threads,
-                          min_time_s=settings.min_time_s, mode=settings.mode, timeout_s=settings.timeout_s)
+                job = timing_job(tgt, model, fmt, Path(timing), settings.measure_config(),
+                                 threads=settings.threads or tgt.threads, affinity=tgt.settings.get("affinity"))
                 raw = tgt.run(job)
             m = to_measurement(model.stem, artifact, raw, job, tgt)
             desc = tgt.describe()
@@ -96,8 +102,6 @@ def bench(model: Path, target: str = "local-cpu", targets_file: Path | None = No
 
 def _with_graph_stats(artifact: Artifact) -> Artifact:
     try:
-        from exporters.graph import onnx_graph_stats
-
         stats = onnx_graph_stats(Path(artifact.path))
     except Exception:
         return artifact  # counting MACs is a nicety; a model the counter can't read is still measured

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from harness import __version__
-from harness.errors import HarnessError
+from harness.errors import USER_ERRORS
 from harness.progress import Progress
 
 
@@ -51,7 +52,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.api import run_config
-    from harness.config import load_config
+    from harness.config.run import load_config
 
     cfg = load_config(args.config)
     result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
@@ -64,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.api import guard_out
     from harness.bench import BenchSettings, bench
-    from harness.report import render_markdown, safe_name
+    from harness.report.cells import safe_name
+    from harness.report.markdown import render_markdown
 
     settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads,
                              min_time_s=args.min_time, mode="adaptive" if args.adaptive else "fixed")
@@ -88,7 +90,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.rerender import rerender
+    from harness.report.rerender import rerender
 
     constraints = {"max_latency_ms": args.max_latency_ms, "max_accuracy_drop": args.max_accuracy_drop,
                    "max_size_mb": args.max_size_mb, "max_memory_mb": args.max_memory_mb}
@@ -99,7 +101,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from harness.compare import compare_runs, render_text, write_comparison
+    from harness.report.compare import compare_runs, render_text, write_comparison
 
     comp = compare_runs(args.old, args.new, alpha=args.alpha, min_change=args.min_change,
                         max_accuracy_drop=args.max_accuracy_drop)
@@ -249,9 +251,9 @@ def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser
     previous = _sigterm_as_interrupt()
     try:
         return int(args.func(args))
-    except HarnessError as e:
+    except USER_ERRORS as e:
         print(f"edge-harness: error: {e}", file=sys.stderr)
-        return e.exit_code
+        return int(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         print("edge-harness: interrupted; finished cells are on disk (use --resume to complete)", file=sys.stderr)
         return 130
@@ -262,8 +264,6 @@ def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser
 
 def _sigterm_as_interrupt() -> object:
     """SIGTERM (kill, a CI timeout, systemd) stops a run like Ctrl-C: runners killed, finished cells kept."""
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         return None
 

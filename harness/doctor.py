@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -12,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from harness.errors import HarnessError, TargetError
-from harness.targets_file import load_targets_file, make_target
+from harness.config.targets_file import load_targets_file, make_target
+from harness.errors import USER_ERRORS, TargetError
+from targets.ssh import SSHTarget, install_runtimes, packages_for, presented_host_key, record_host_key
 
-RUNTIME_FOR = {"onnx": ["onnxruntime"], "tflite": ["ai-edge-litert"]}
 MIN_PYTHON = (3, 8)
 
 
@@ -73,16 +72,16 @@ def probe_one(name: str, specs: dict[str, dict[str, Any]]) -> Checked:
     c = Checked(name=name, kind=str(specs.get(name, {}).get("kind", "?")))
     try:
         target = make_target(name, specs)
-    except HarnessError as e:
+    except USER_ERRORS as e:
         c.error = str(e)
         return c
     with target:
         try:
-            if hasattr(target, "connection"):
-                target.connection()
+            if isinstance(target, SSHTarget):
+                target.connection()  # reachable, even if its python then cannot run the probe
             c.reachable = True
             c.probe = target.probe()
-        except HarnessError as e:
+        except USER_ERRORS as e:
             c.error = str(e)
             return c
     if c.kind != "ssh":
@@ -159,110 +158,19 @@ def check_targets(names: list[str], targets_file: Path | None, stream: TextIO | 
 # ------------------------------------------------------------------------- setup
 
 
-def packages_for(formats: list[str]) -> list[str]:
-    """numpy plus the runtime each format needs, in install order."""
-    unknown = [f for f in formats if f not in RUNTIME_FOR]
-    if unknown:
-        raise TargetError(f"unknown format {unknown[0]!r} for setup (choose from {', '.join(RUNTIME_FOR)})")
-    pkgs = ["numpy"]
-    for f in formats:
-        pkgs += [p for p in RUNTIME_FOR[f] if p not in pkgs]
-    return pkgs
-
-
-def platform_tags(probe: dict[str, Any]) -> list[str]:
-    """pip --platform tags for the device: manylinux_2_17 up to its glibc, for its architecture."""
-    arch = probe.get("machine") or ""
-    arch = {"arm64": "aarch64", "armv8l": "armv7l"}.get(arch, arch)
-    m = re.search(r"glibc(\d+)\.(\d+)", probe.get("os") or "")
-    if not arch or not m or int(m.group(1)) != 2:
-        raise TargetError(f"cannot tell the device's platform from {probe.get('os')!r} ({arch or '?'}); "
-                          "offline wheels need a glibc Linux device, install on it from its own index instead")
-    top = int(m.group(2))
-    tags = [f"manylinux_2_{minor}_{arch}" for minor in range(top, 16, -1)]
-    return tags + [f"manylinux2014_{arch}"]
-
-
-def pip_download_command(probe: dict[str, Any], packages: list[str], dest: Path) -> list[str]:
-    """`pip download` of binary wheels for the device's platform and Python, run on the host."""
-    ver = re.findall(r"\d+", probe.get("python") or "")[:2]
-    if len(ver) < 2:
-        raise TargetError(f"cannot tell the device's Python version from {probe.get('python')!r}")
-    cmd = [sys.executable, "-m", "pip", "download", "--only-binary=:all:", "--dest", str(dest),
-           "--python-version", ".".join(ver), "--implementation", "cp"]
-    for abi in (f"cp{''.join(ver)}", "abi3", "none"):
-        cmd += ["--abi", abi]
-    for tag in platform_tags(probe) + ["any"]:
-        cmd += ["--platform", tag]
-    return cmd + packages
-
-
 def setup_target(name: str, targets_file: Path | None, formats: list[str], wheels: Path | None = None,
                  say: Callable[[str], None] = print) -> str:
     """Create `workdir/venv` on the device and install the runtimes; returns the venv's python."""
-    from targets.ssh import SSHTarget, q
-
     specs = load_targets_file(targets_file)
     packages = packages_for(formats)
-    target = make_target(name, specs)
-    with target:
+    with make_target(name, specs) as target:
         if not isinstance(target, SSHTarget):
             raise TargetError(f"setup is for ssh targets; {name} runs here, so install into its python: "
                               f"`{getattr(target, 'python', 'python')} -m pip install {' '.join(packages)}`")
-        venv = f"{target.workdir}/venv"
-        vpy = f"{venv}/bin/python"
-        probe = target.probe()
-        say(f"{name}: {probe.get('machine')} {probe.get('os')}, Python {probe.get('python')}")
-        if target.exec(f"test -x {q(vpy)}")[0] != 0:
-            say(f"{name}: creating {venv}")
-            code, out = target.exec(f"{q(target.python)} -m venv {q(venv)}", timeout=600)
-            if code != 0:
-                raise TargetError(f"target {name}: `{target.python} -m venv` failed ({_last(out)}); on Debian or "
-                                  "Raspberry Pi OS: sudo apt install python3-venv")
-        if wheels is not None:
-            source = f"--no-index --find-links {q(_send_wheels(target, probe, packages, Path(wheels), say))}"
-        else:
-            source = "--upgrade"  # from the device's own index
-        say(f"{name}: installing {', '.join(packages)} on the device")
-        code, out = target.exec(f"{q(vpy)} -m pip install {source} {' '.join(map(q, packages))}", timeout=1800)
-        if code != 0:
-            raise TargetError(f"target {name}: pip install failed on the device: {_last(out)}")
-        target.python = vpy
-        runtimes = target.probe().get("runtimes") or {}
-    missing = [p for p in packages if p not in runtimes]
-    if missing:
-        raise TargetError(f"target {name}: installed, but {vpy} cannot import {', '.join(missing)}")
+        vpy, runtimes = install_runtimes(target, packages, wheels=wheels, say=say)
     say(f"{name}: ready: " + ", ".join(f"{k} {v}" for k, v in runtimes.items()))
     say(f'Now set  python = "{vpy}"  in [targets.{name}] of {targets_file or "your targets file"}')
     return vpy
-
-
-def _send_wheels(target: Any, probe: dict[str, Any], packages: list[str], wheels: Path,
-                 say: Callable[[str], None]) -> str:
-    """Download wheels for the device on the host and copy them over; returns their folder there."""
-    from targets.ssh import q
-
-    wheels.mkdir(parents=True, exist_ok=True)
-    cmd = pip_download_command(probe, packages, wheels)
-    say(f"downloading wheels for the device into {wheels}")
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    files = sorted(p for p in wheels.glob("*.whl") if re.fullmatch(r"[A-Za-z0-9_.+-]+\.whl", p.name))
-    if done.returncode != 0:
-        if not files:
-            raise TargetError(f"pip download failed: {_last(done.stdout + done.stderr)}")
-        say(f"pip download failed ({_last(done.stderr)}); using the {len(files)} wheels already in {wheels}")
-    remote = f"{target.workdir}/wheels"
-    target.exec(f"mkdir -p -- {q(remote)}", check=True)
-    before = target.bytes_sent
-    for p in files:
-        target.upload(p, f"{remote}/{p.name}", p.stat().st_size)
-    say(f"copied {len(files)} wheels ({(target.bytes_sent - before) / 2**20:.1f} MB sent)")
-    return remote
-
-
-def _last(text: str) -> str:
-    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
-    return lines[-1][:300] if lines else "no output"
 
 
 # ------------------------------------------------------------------------- trust
@@ -271,55 +179,19 @@ def _last(text: str) -> str:
 def trust_target(name: str, targets_file: Path | None, replace: bool = False, expect: str | None = None,
                  say: Callable[[str], None] = print) -> int:
     """Fetch the device's host key, show its fingerprint and add it to the target's known_hosts file."""
-    import paramiko
-
-    from targets.ssh import fetch_host_key, fingerprint, known_hosts_name, resolve
-
     specs = load_targets_file(targets_file)
     spec = dict(specs.get(name) or {})
     if spec.get("kind") != "ssh":
         raise TargetError(f"trust is for ssh targets; {name!r} is " + (f"kind {spec.get('kind')}" if spec
                                                                           else "not in the targets file"))
-    ep = resolve(name, spec["host"], spec.get("user"), spec.get("port"), spec.get("key"), spec.get("known_hosts"),
-                 None, spec.get("connect_timeout_s", 10.0), spec.get("ssh_config", "~/.ssh/config"))
-    key = fetch_host_key(ep)
-    fp = fingerprint(key)
-    host = known_hosts_name(ep.host, ep.port)
-    say(f"{name}: {host} presents {key.get_name()} {fp}")
-    if expect and expect != fp:
-        raise TargetError(f"target {name}: fingerprint {fp} is not the expected {expect}; nothing written")
-    known = paramiko.HostKeys()
-    if ep.known_hosts.is_file():
-        known.load(str(ep.known_hosts))
-    have = known.lookup(host) or {}
-    if have.get(key.get_name()) == key:
-        say(f"{name}: already trusted in {ep.known_hosts}")
-        return 0
-    if have and not replace:
-        olds = ", ".join(f"{k} {fingerprint(v)}" for k, v in have.items())
-        raise TargetError(f"target {name}: {ep.known_hosts} holds a different key for {host} ({olds}); if the "
-                          f"device was reinstalled, run `edge-harness targets trust {name} --replace`")
-    ep.known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    lines = ep.known_hosts.read_text().splitlines(keepends=True) if ep.known_hosts.is_file() else []
-    if have:
-        lines = [ln for ln in lines if not _names_host(ln, host)]
-    if lines and not lines[-1].endswith("\n"):
-        lines[-1] += "\n"
-    lines.append(f"{host} {key.get_name()} {key.get_base64()}\n")
-    ep.known_hosts.write_text("".join(lines))
-    ep.known_hosts.chmod(0o600)
-    say(f"{name}: {'replaced the key' if have else 'added'} in {ep.known_hosts}")
+    found = presented_host_key(name, spec)
+    say(f"{name}: {found.host} presents {found.kind} {found.fingerprint}")
+    if expect and expect != found.fingerprint:
+        raise TargetError(f"target {name}: fingerprint {found.fingerprint} is not the expected {expect}; "
+                          "nothing written")
+    done = record_host_key(found, replace=replace)
+    if done == "already":
+        say(f"{name}: already trusted in {found.known_hosts}")
+    else:
+        say(f"{name}: {'replaced the key' if done == 'replaced' else 'added'} in {found.known_hosts}")
     return 0
-
-
-def _names_host(line: str, host: str) -> bool:
-    """Whether a known_hosts line is for `host` (plain or hashed names)."""
-    import paramiko
-
-    entry = paramiko.hostkeys.HostKeyEntry.from_line(line) if line.strip() and not line.startswith("#") else None
-    if entry is None:
-        return False
-    for h in entry.hostnames:
-        if h == host or (h.startswith("|1|") and paramiko.HostKeys.hash_host(host, h) == h):
-            return True
-    return False

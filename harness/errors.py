@@ -1,6 +1,16 @@
-"""One exception family for mistakes a user can make (bad file, bad config, unreachable device)."""
+"""The harness's exception family for mistakes a user can make, and the families of the layers below.
+
+`exporters/` and `targets/` own their user-error classes; `USER_ERRORS` is every family the face
+(CLI, API) and the stages catch and turn into one line.
+"""
 
 from __future__ import annotations
+
+from exporters.errors import ExportError
+from targets.errors import TargetError, TargetSettingError
+
+__all__ = ["USER_ERRORS", "ConfigError", "ExportError", "HarnessError", "ModelError", "TargetError",
+           "TargetSettingError"]
 
 
 class HarnessError(Exception):
@@ -21,9 +31,4 @@ class ModelError(HarnessError):
     """A model file cannot be loaded or does not accept the given inputs."""
 
 
-class TargetError(HarnessError):
-    """A target cannot be reached, authenticated, or lacks what a job needs."""
-
-
-class ExportError(HarnessError):
-    """A conversion failed or its artifact does not match the torch reference."""
+USER_ERRORS: tuple[type[Exception], ...] = (HarnessError, ExportError, TargetError)

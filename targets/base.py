@@ -5,11 +5,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+# The files that run on a device, each copied there alone.
 RUNNER_PATH = Path(__file__).with_name("runner.py")
+WATCHDOG_PATH = Path(__file__).with_name("watchdog.py")
 
 
 @dataclass
@@ -62,10 +64,27 @@ class RawResult:
         return cls(status="failed", error=error, **kw)
 
 
+# Settings every target kind takes, with the types a targets file may give them.
+COMMON_SETTINGS: dict[str, tuple[type, ...]] = {
+    "kind": (str,), "threads": (int,), "python": (str,), "workdir": (str,), "affinity": (list,),
+}
+
+
 class Target(ABC):
-    """A place where artifacts run. Subclasses register by kind with `register_target`."""
+    """A place where artifacts run. Subclasses register by kind with `register_target`.
+
+    `SETTINGS` names the keys (and their TOML types) this kind takes beside `COMMON_SETTINGS`;
+    `REQUIRED` the ones it cannot do without. The targets file is validated against them.
+    """
 
     kind: str = "?"
+    SETTINGS: ClassVar[dict[str, tuple[type, ...]]] = {}
+    REQUIRED: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def setting_types(cls) -> dict[str, tuple[type, ...]]:
+        """Every key a targets-file table of this kind may hold, with its allowed types."""
+        return {**COMMON_SETTINGS, **cls.SETTINGS}
 
     def __init__(self, name: str, threads: int | None = None, **settings: Any) -> None:
         self.name = name
@@ -88,6 +107,13 @@ class Target(ABC):
     def run(self, job: Job) -> RawResult:
         """Run one job with the runner in a fresh process and return its raw result."""
 
+    # Whether `open_resident` works here: a model kept loaded in a runner process, timed in blocks.
+    resident: bool = False
+
+    def open_resident(self, job: Job) -> Any:
+        """A resident runner (targets.resident.ResidentRunner) for `job`, on targets that keep one."""
+        raise NotImplementedError(f"target kind {self.kind} runs each job in a fresh process only")
+
     def close(self) -> None:
         """Release connections and temporary files."""
 
@@ -101,7 +127,7 @@ class Target(ABC):
         return {"name": self.name, "kind": self.kind, "host": self.host}
 
 
-TARGETS: dict[str, Callable[..., Target]] = {}
+TARGETS: dict[str, type[Target]] = {}
 
 
 def register_target(kind: str) -> Callable[[type[Target]], type[Target]]:

@@ -11,9 +11,10 @@ import shutil
 import subprocess
 from typing import Any
 
-from harness.errors import TargetError
 from targets.base import Job, RawResult, register_target
+from targets.errors import TargetError
 from targets.local import LocalTarget
+from targets.resident import ResidentRunner
 
 
 def nvidia_smi() -> dict[str, Any] | None:
@@ -37,6 +38,8 @@ def nvidia_smi() -> dict[str, Any] | None:
 class GpuTarget(LocalTarget):
     """Runs ONNX on CUDAExecutionProvider and the torch baseline on cuda:0; TFLite stays on CPU."""
 
+    SETTINGS = {"device": (str,), "providers": (list,)}
+
     def __init__(self, name: str = "local-gpu", threads: int | None = None, python: str | None = None,
                  device: str = "cuda:0", providers: list[str] | None = None, **settings: Any) -> None:
         super().__init__(name, threads, python=python, **settings)
@@ -53,11 +56,19 @@ class GpuTarget(LocalTarget):
         info.update(gpu)
         return info
 
-    def run(self, job: Job) -> RawResult:
-        if self._missing:
-            return RawResult.failed(self._missing)
+    def _on_gpu(self, job: Job) -> Job:
         if job.format == "onnx":
             job.providers = job.providers or self.providers
         elif job.format == "torch":
             job.device = job.device or self.device
-        return super().run(job)
+        return job
+
+    def run(self, job: Job) -> RawResult:
+        if self._missing:
+            return RawResult.failed(self._missing)
+        return super().run(self._on_gpu(job))
+
+    def open_resident(self, job: Job) -> ResidentRunner:
+        if self._missing:
+            raise TargetError(self._missing)
+        return super().open_resident(self._on_gpu(job))

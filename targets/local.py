@@ -13,53 +13,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from harness.errors import TargetError
 from targets.base import RUNNER_PATH, Job, RawResult, Target, register_target
-
-
-def describe_exit(code: int) -> str:
-    """A readable reason for a runner's exit status (signals included)."""
-    if code < 0:
-        try:
-            name = signal.Signals(-code).name
-        except ValueError:
-            name = f"signal {-code}"
-        hint = " (killed: out of memory?)" if -code == signal.SIGKILL else ""
-        return f"runner died with {name}{hint}"
-    return f"runner exited with status {code}"
-
-
-def read_result(out_dir: Path, code: int | None, log: str) -> RawResult:
-    """Turn a runner's output folder into a RawResult, whatever state it is in."""
-    result_file = out_dir / "result.json"
-    if not result_file.is_file():
-        reason = describe_exit(code) if code is not None else "runner wrote no result"
-        tail = log.strip().splitlines()[-1:] if log.strip() else []
-        if tail:
-            reason += f": {tail[0][:300]}"
-            if "MemoryError" in tail[0] or "Cannot allocate memory" in tail[0]:
-                reason += " (out of memory on the device?)"
-        return RawResult.failed(reason, exit_code=code, log=log)
-    try:
-        data = json.loads(result_file.read_text())
-    except (OSError, ValueError) as e:
-        return RawResult.failed(f"the runner's result.json is unreadable ({e})", exit_code=code, log=log)
-    if data.get("status") != "ok":
-        # One line, whatever the runtime said or the file was called (a report row's error is one line).
-        error = " ".join(str(data.get("error") or "runner failed").split())
-        return RawResult.failed(error, data=data, exit_code=code, log=log)
-    outputs = None
-    npz = out_dir / "outputs.npz"
-    if npz.is_file():
-        try:
-            with np.load(npz) as f:
-                outputs = [f[k] for k in sorted(f.files, key=lambda k: int(k.rsplit("_", 1)[1]))]
-        except (OSError, ValueError, KeyError, EOFError) as e:  # a half-written file (disk full)
-            return RawResult.failed(f"the runner's outputs.npz is unreadable ({' '.join(str(e).split())[:200]})",
-                                    data=data, exit_code=code, log=log)
-    return RawResult(status="ok", data=data, outputs=outputs, exit_code=code, log=log)
+from targets.errors import TargetError
+from targets.resident import ResidentRunner
+from targets.result_files import read_result
 
 
 @register_target("local")
@@ -141,6 +98,30 @@ class LocalTarget(Target):
             with self._guard:
                 self._running.discard(proc)
         return read_result(out_dir, proc.returncode, log or "")
+
+    resident = True  # keeps models loaded between timed blocks (targets.resident)
+
+    def open_resident(self, job: Job) -> ResidentRunner:
+        """Start a resident runner for `job` (load, first inference, evaluation); time it with `.block()`."""
+        with self._guard:
+            if getattr(self, "_closed", False):
+                raise TargetError(f"target {self.name} was closed (interrupted run); runner not started")
+            self._count += 1
+            out_dir = self._tmp / f"job-{self._count:04d}"
+        if job.threads is None:
+            job.threads = self.threads
+        try:
+            out_dir.mkdir(parents=True)
+            (out_dir / "job.json").write_text(json.dumps(job.to_runner(job.artifact, job.timing_inputs,
+                                                                       job.eval_inputs, str(out_dir))))
+        except OSError as e:
+            raise TargetError(f"cannot write the job to {out_dir} ({e.strerror or e}); free space there or set "
+                              "the target's `workdir` to a writable folder") from None
+        cmd = [self.python, "-u", str(RUNNER_PATH), str(out_dir / "job.json"), "--serve"]
+        runner = ResidentRunner(cmd, self.env(job.threads), out_dir, read_result, job.timeout_s)
+        with self._guard:
+            self._running.add(runner.proc)  # close() (an interrupted run) kills it like a job's runner
+        return runner
 
     def close(self) -> None:
         # A run interrupted on another thread (Ctrl-C, SIGTERM) leaves no runner behind, and starts none.

@@ -5,7 +5,14 @@ Standard library + numpy + one runtime (onnxruntime, ai-edge-litert or tflite-ru
 torch only for the eager baseline). Python 3.8 or newer. JSON job in, JSON + .npz out:
 
     python3 -u runner.py JOB.json            # writes result.json and outputs.npz in job["out"]
+    python3 -u runner.py JOB.json --serve    # the same, then stays resident: timed blocks on request
     python3 -u runner.py --probe             # prints the device probe as JSON
+
+Resident (--serve): after result.json is written the runner prints one line `READY` and waits,
+blocked on stdin (no CPU), for one JSON command per line: {"cmd": "block", "runs": N, "discard": D}
+runs D untimed then N timed iterations and prints {"latencies_ns": [...]} on one line;
+{"cmd": "exit"} or the end of stdin ends it. The host keeps one such process per model and times
+them one at a time in alternating blocks, so a change of device speed hits every model alike.
 
 Exit status: 0 measured, 2 the job failed for a reason written to result.json, other
 values mean the runner itself crashed (the host then reports the exit status).
@@ -533,8 +540,11 @@ def run_eval(session, feeds, batch):
 # ----------------------------------------------------------------------------- main
 
 
-def execute(job):
-    """Run one job and return the result dict (raises JobFailed on a job-level error)."""
+def execute(job, keep=None):
+    """Run one job and return the result dict (raises JobFailed on a job-level error).
+
+    `keep`, a dict, receives the loaded session and timing feeds for resident blocks afterwards.
+    """
     try:
         import numpy as np
     except ImportError as e:
@@ -580,9 +590,12 @@ def execute(job):
             raise JobFailed("inference failed: %s" % _first_line(e))
         result["first_inference_ns"] = time.perf_counter_ns() - t0
         mem_first = memory_mb()
-        warm, lat, stopped_by, during = time_loop(session, feeds, job)
-        result["device_during"] = during
-        result.update({"warmup_ns": warm, "latencies_ns": lat, "stopped_by": stopped_by})
+        if keep is not None:
+            keep.update(session=session, feeds=feeds)
+        if int(job.get("runs", 50)) > 0:
+            warm, lat, stopped_by, during = time_loop(session, feeds, job)
+            result["device_during"] = during
+            result.update({"warmup_ns": warm, "latencies_ns": lat, "stopped_by": stopped_by})
     else:
         mem_first = mem_load
     # The model's peak: load, first inference and the timed loop, before evaluation data is read.
@@ -630,19 +643,46 @@ def _no_room(folder, e):
             "folder" % (folder, e.strerror or e))
 
 
+def serve(session, feeds, stdin, stdout):
+    """Resident mode: time blocks on request until told to exit (or stdin closes)."""
+    perf = time.perf_counter_ns
+    run = session.run
+    stdout.write("READY\n")
+    stdout.flush()
+    for line in stdin:
+        line = line.strip()
+        if not line:
+            continue
+        cmd = json.loads(line)
+        if cmd.get("cmd") != "block":
+            break
+        for _ in range(int(cmd.get("discard", 0))):  # caches and thread pools wake up after a switch
+            run(feeds)
+        lat = []
+        for _ in range(int(cmd.get("runs", 1))):
+            t0 = perf()
+            run(feeds)
+            lat.append(perf() - t0)
+        stdout.write(json.dumps({"latencies_ns": lat}) + "\n")
+        stdout.flush()
+    return 0
+
+
 def main(argv):
     if len(argv) == 2 and argv[1] == "--probe":
         print(json.dumps(probe()))
         return 0
-    if len(argv) != 2:
-        sys.stderr.write("usage: runner.py JOB.json | --probe\n")
+    resident = len(argv) == 3 and argv[2] == "--serve"
+    if len(argv) != 2 and not resident:
+        sys.stderr.write("usage: runner.py JOB.json [--serve] | --probe\n")
         return 64
     with open(argv[1]) as f:
         job = json.load(f)
     out_json = os.path.join(job["out"], "result.json")
+    keep = {} if resident else None
     try:
         os.makedirs(job["out"], exist_ok=True)
-        result = execute(job)
+        result = execute(job, keep)
         code = 0
     except JobFailed as e:
         result = {"runner_version": RUNNER_VERSION, "status": "failed", "error": str(e)}
@@ -664,6 +704,12 @@ def main(argv):
     except OSError as e:  # not even the result fits: say so on stderr, which the host shows
         sys.stderr.write("edge-harness runner: %s\n" % _no_room(job["out"], e))
         return 4
+    if resident and code == 0 and keep.get("session") is not None:
+        try:
+            return serve(keep["session"], keep["feeds"], sys.stdin, sys.stdout)
+        except Exception as e:  # a block that fails: the host sees the process end with this line
+            sys.stderr.write("edge-harness runner: block failed: %s\n" % _first_line(e))
+            return 3
     return code
 
 

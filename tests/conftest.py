@@ -1,11 +1,14 @@
-"""Shared fixtures: tiny real models exported with the real exporters (session-scoped, built once)."""
+"""Shared fixtures: tiny real models exported with the real exporters, and one real sshd (session-scoped,
+built once)."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sshd import Sshd, skip_reason, start_sshd
 
 os.environ.setdefault("EDGE_HARNESS_CACHE", str(Path(__file__).resolve().parent.parent / ".cache" / "test"))
 
@@ -61,3 +64,15 @@ def embedding_onnx(tmp_path_factory) -> Path:
     ids = torch.randint(0, 50, (2, 7))
     return _export(Tok().eval(), (ids,), path,
                    ({0: torch.export.Dim("batch"), 1: torch.export.Dim("seq", min=2, max=512)},))
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory) -> Iterator[Sshd | None]:
+    """One real sshd on loopback for the whole session, letting root in with its own key; None where
+    it cannot run (not root, no sshd: `sshd.skip_reason()` says why), so a test can go on without it."""
+    if skip_reason():
+        yield None
+        return
+    s = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield s
+    s.stop()

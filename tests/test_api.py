@@ -11,23 +11,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import tiny_config
 
 from harness.api import RunResult, run_config
-from harness.config import RunConfig
+from harness.config.run import RunConfig
 from harness.errors import HarnessError
 
-SMALL = {
-    "name": "small",
-    "model": {"builtin": "tiny_cnn", "pretrained": False},
-    "data": {"source": "textures", "patch": 32, "per_class": 12, "eval_samples": 16},
-    "finetune": {"epochs": 3, "unfreeze_epochs": 0, "baselines": False, "lr": 0.003},
-    "variants": [
+SMALL = tiny_config(
+    name="small",
+    data={"per_class": 12, "eval_samples": 16},
+    finetune={"epochs": 3, "lr": 0.003},
+    variants=[
         {"name": "fp32", "formats": ["onnx", "tflite", "torch"]},
         {"name": "int8-static", "precision": "int8-static", "formats": ["onnx", "tflite"]},
         {"name": "pruned-50", "recipe": "prune", "settings": {"sparsity": 0.5, "finetune_epochs": 1}},
     ],
-    "measure": {"runs": 10, "warmup": 2, "min_time_s": 0.0, "threads": 1, "parity_samples": 8},
-}
+    measure={"runs": 10, "warmup": 2, "threads": 1},
+)
 
 
 @pytest.fixture(scope="module")

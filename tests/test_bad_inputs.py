@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sshd import free_port, keygen, skip_reason, start_sshd
+from sshd import free_port, keygen, skip_reason
+from tiny import MINIMAL_TOML
 
-from harness.config import load_config
+from harness.config.run import load_config
+from harness.config.targets_file import load_targets_file, make_target
 from harness.errors import ConfigError, TargetError
-from harness.targets_file import load_targets_file, make_target
 from targets import RUNNER_PATH
 
 PY = sys.executable
@@ -157,12 +158,7 @@ def test_unreadable_inputs_file(tmp_path, cnn_onnx, kind, expect):
 
 # ---------------------------------------------------------- configs and targets files
 
-GOOD = """name = "t"
-[model]
-builtin = "tiny_cnn"
-[[variants]]
-name = "fp32"
-"""
+GOOD = MINIMAL_TOML
 
 
 @pytest.mark.parametrize("text, expect", [
@@ -314,15 +310,6 @@ def test_dataset_npz_that_cannot_be_used(tmp_path, user_code, kind, expect):
 
 
 # ------------------------------------------------------------------ devices (sshd, tmpfs)
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if SSH_REASON:
-        pytest.skip(SSH_REASON)
-    s = start_sshd(tmp_path_factory.mktemp("sshd-bad"))
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -524,7 +511,7 @@ def test_device_workdir_is_made_private(tmp_path, cnn_onnx, server, known_hosts)
 def test_rgba_grey_alpha_and_16_bit_images_load_with_their_real_values(tmp_path):
     import skimage.io
 
-    from harness.data import load_image_folder
+    from harness.build.data import load_image_folder
 
     for cls, img in (("red", np.dstack([np.full((20, 20), 200, np.uint8), np.zeros((20, 20, 2), np.uint8),
                                         np.full((20, 20), 255, np.uint8)])),

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.inputs import concrete_shape, declared_inputs, generate, onnx_inputs
+from harness.measure.inputs import concrete_shape, declared_inputs, generate, onnx_inputs
 
 REPORT_KEYS = {"schema_version", "target", "measurements", "task", "created", "harness_version"}
 CELL_KEYS = {"variant", "format", "status", "error", "artifact", "latency_ms", "cold_start_ms", "memory_mb",

@@ -6,18 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from tiny import MINIMAL_TOML
 
-from harness.config import RunConfig, load_config
+from harness.config.run import RunConfig, load_config
+from harness.config.targets_file import load_targets_file, make_target
 from harness.errors import ConfigError
-from harness.targets_file import load_targets_file, make_target
 
-GOOD = """
-name = "t"
-[model]
-builtin = "tiny_cnn"
-[[variants]]
-name = "fp32"
-"""
+GOOD = MINIMAL_TOML
 
 
 def _write(tmp_path, text, name="c.toml"):

@@ -14,14 +14,13 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from sshd import free_port, pids_matching, skip_reason, start_sshd
+from sshd import free_port, pids_matching
+from tiny import tiny_config
 
 from harness.api import run_config
-from harness.config import RunConfig
+from harness.config.run import RunConfig
 
 PY = sys.executable
-SSH_REASON = skip_reason()
 TIMEOUT_S = 8
 
 # Imports the runtimes, then caps the address space at what the process already uses: the
@@ -57,16 +56,6 @@ def first_job(marker: Path) -> str:
 
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if SSH_REASON:
-        yield None
-        return
-    s = start_sshd(tmp_path_factory.mktemp("sshd-crash"))
-    yield s
-    s.stop()
-
-
 def test_crashing_runners_fail_only_their_cells(tmp_path, server):
     cap = tmp_path / "cap.py"
     cap.write_text(ADDRESS_SPACE_CAP)
@@ -92,14 +81,11 @@ def test_crashing_runners_fail_only_their_cells(tmp_path, server):
         names += ["ssh-segv", "gone"]
     tf = tmp_path / "targets.toml"
     tf.write_text("".join(lines))
-    cfg = RunConfig.from_dict({
-        "name": "crashes", "model": {"builtin": "tiny_cnn", "pretrained": False},
-        "data": {"source": "textures", "patch": 32, "per_class": 8, "eval_samples": 12},
-        "finetune": {"epochs": 0, "unfreeze_epochs": 0, "baselines": False},
-        "variants": [{"name": "fp32", "formats": ["onnx"]},
-                     {"name": "int8-dynamic", "precision": "int8-dynamic", "formats": ["onnx"]}],
-        "measure": {"runs": 5, "warmup": 1, "min_time_s": 0.0, "parity_samples": 8, "timeout_s": TIMEOUT_S},
-    })
+    cfg = RunConfig.from_dict(tiny_config(
+        name="crashes",
+        variants=[{"name": "fp32", "formats": ["onnx"]},
+                  {"name": "int8-dynamic", "precision": "int8-dynamic", "formats": ["onnx"]}],
+        measure={"timeout_s": TIMEOUT_S}))
     t0 = time.monotonic()
     result = run_config(cfg, out=tmp_path / "out", targets_file=tf, target_names=names,
                         cache_dir=tmp_path / "cache")

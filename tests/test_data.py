@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.data import Dataset, load_image_folder, load_npz, load_textures, shifted
+from harness.build.data import Dataset, load_image_folder, load_npz, load_textures, shifted
 from harness.errors import ConfigError
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from harness.config.targets_file import load_targets_file, make_target
 from harness.errors import TargetError
-from harness.targets_file import load_targets_file, make_target
 from targets.base import Job
 from targets.gpu import nvidia_smi
 

@@ -17,10 +17,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.html import box_stats, pareto_front
-from harness.metrics import annotate
-from harness.report import COLUMNS, write_summary, write_target_report
-from harness.results import Measurement, TargetReport
+from harness.measure.metrics import annotate
+from harness.measure.results import Measurement, TargetReport
+from harness.report.cells import COLUMNS
+from harness.report.files import write_summary, write_target_report
+from harness.report.plots import box_stats, pareto_front
 
 # variant, format, p50 ms, size MB, top-1, top-1 shifted, peak RSS MB; None p50 = failed on the device
 CELLS = [

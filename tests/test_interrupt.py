@@ -14,43 +14,20 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import pids_matching, skip_reason, start_sshd
+from sshd import pids_matching, skip_reason
+from tiny import tiny_config, to_toml
 
 PY = sys.executable
 SSH_REASON = skip_reason()
 SECRET = "pw-Q7-do-not-log-me"
 HOSTILE = "fp16 'q' \"$(touch pwned-{pid})\" ; x"  # a variant name with quotes, a command and spaces
 
-CONFIG = """name = "interrupted"
-[model]
-builtin = "tiny_cnn"
-pretrained = false
-[data]
-source = "textures"
-patch = 32
-per_class = 8
-eval_samples = 12
-[finetune]
-epochs = 0
-unfreeze_epochs = 0
-baselines = false
-[measure]
-runs = 5
-warmup = 1
-min_time_s = 1.0
-parity_samples = 8
-[[variants]]
-name = "fp32"
-formats = ["onnx"]
-[[variants]]
-name = "int8-dynamic"
-precision = "int8-dynamic"
-formats = ["onnx"]
-[[variants]]
-name = {hostile}
-precision = "fp16"
-formats = ["onnx"]
-"""
+CONFIG = tiny_config(
+    name="interrupted",
+    measure={"min_time_s": 1.0},
+    variants=[{"name": "fp32", "formats": ["onnx"]},
+              {"name": "int8-dynamic", "precision": "int8-dynamic", "formats": ["onnx"]}],
+)
 
 
 
@@ -58,21 +35,12 @@ def _cells(path: Path) -> dict[str, dict]:
     return {m["variant"]: m for m in json.loads(path.read_text())["measurements"]}
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if SSH_REASON:
-        yield None
-        return
-    s = start_sshd(tmp_path_factory.mktemp("sshd-int"))
-    yield s
-    s.stop()
-
-
 def test_sigterm_keeps_finished_cells_and_resume_runs_only_the_rest(tmp_path, server):
     hostile = HOSTILE.format(pid=os.getpid())
     markers = [d / f"pwned-{os.getpid()}" for d in (Path.cwd(), Path("/tmp"), tmp_path, Path.home())]
     cfg = tmp_path / "run.toml"
-    cfg.write_text(CONFIG.format(hostile=json.dumps(hostile)))
+    cfg.write_text(to_toml(dict(CONFIG, variants=CONFIG["variants"] + [
+        {"name": hostile, "precision": "fp16", "formats": ["onnx"]}])))
     out = tmp_path / "out"
     (tmp_path / "tmp").mkdir()
     env = {**os.environ, "EDGE_HARNESS_CACHE": str(tmp_path / "cache"), "TMPDIR": str(tmp_path / "tmp"),

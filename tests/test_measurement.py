@@ -52,7 +52,7 @@ def test_adaptive_stops_on_precision_for_a_stable_model(medium_onnx, inputs):
     assert raw.ok, raw.error
     assert raw.data["stopped_by"] == "precision"
     lat = sorted(raw.data["latencies_ns"])
-    from harness.stats import median_ci
+    from harness.measure.stats import median_ci
 
     lo, hi = median_ci(lat)
     assert (hi - lo) / lat[len(lat) // 2] <= 0.05

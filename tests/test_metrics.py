@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.metrics import annotate, device_flags
-from harness.results import Measurement, TargetReport
+from harness.measure.metrics import annotate, device_flags
+from harness.measure.results import Measurement, TargetReport
 
 
 def _cell(variant, fmt, p50, size, top1, top1s, raw=None):

@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.errors import ConfigError
-from harness.models import (
+from harness.build.models import (
     MBConv,
     build_model,
     count_params,
@@ -17,6 +16,7 @@ from harness.models import (
     sparsity,
     student_model,
 )
+from harness.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from exporters.parity import check_artifact, compare
+from harness.build.parity import check_artifact, compare
 
 
 def _torch_outputs(model, x):

@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from harness.data import Dataset, load_textures
-from harness.errors import ConfigError
-from harness.models import MBConv, build_model, count_params
-from harness.recipes import RECIPES, apply_recipe, global_magnitude_masks
-from harness.training import (
+from harness.build.data import Dataset, load_textures
+from harness.build.models import MBConv, build_model, count_params
+from harness.build.recipes import RECIPES, apply_recipe, global_magnitude_masks
+from harness.build.training import (
     evaluate,
     finetune_cached,
     pixel_baseline_accuracy,
     predict,
     train,
 )
+from harness.errors import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -9,11 +9,13 @@ import pytest
 
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.metrics import annotate
-from harness.recommend import Constraints, recommend
-from harness.report import pick, render_markdown, render_summary, write_summary, write_target_report
-from harness.rerender import rerender
-from harness.results import Measurement, TargetReport, load_report
+from harness.measure.metrics import annotate
+from harness.measure.results import Measurement, TargetReport, load_report
+from harness.report.cells import pick
+from harness.report.files import write_summary, write_target_report
+from harness.report.markdown import render_markdown, render_summary
+from harness.report.recommend import Constraints, recommend
+from harness.report.rerender import rerender
 
 # variant, format, p50 ms, size MB, top-1, peak RSS MB; None p50 = a failed cell
 CELLS = [

@@ -17,15 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sshd import Netns, Sshd, free_port, keygen, pids_matching, skip_reason, start_sshd
+from sshd import Netns, Sshd, free_port, keygen, pids_matching, skip_reason
 
 REASON = skip_reason()
 if REASON:
     pytest.skip(REASON, allow_module_level=True)
 
 from harness.cli import main  # noqa: E402
+from harness.config.targets_file import load_targets_file, make_target  # noqa: E402
 from harness.errors import TargetError  # noqa: E402
-from harness.targets_file import load_targets_file, make_target  # noqa: E402
 from targets.base import Job  # noqa: E402
 from targets.ssh import GRACE_S, SSHTarget  # noqa: E402
 
@@ -38,13 +38,6 @@ CELL_KEYS = {"variant", "format", "status", "error", "artifact", "latency_ms", "
 @pytest.fixture(scope="module")
 def tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("ssh")
-
-
-@pytest.fixture(scope="module")
-def server(tmp: Path):
-    s = start_sshd(tmp / "sshd")
-    yield s
-    s.stop()
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +120,7 @@ def test_bench_over_ssh_matches_the_local_report_and_resends_nothing(tmp, server
 
 def test_small_run_config_over_ssh(tmp, targets_file):
     from harness.api import run_config
-    from harness.config import RunConfig
+    from harness.config.run import RunConfig
 
     cfg = RunConfig.from_dict({
         "name": "ssh-run", "model": {"builtin": "tiny_cnn", "pretrained": False},
@@ -402,7 +395,8 @@ def test_targets_check_prints_the_table_and_what_is_missing(tmp, server, known_h
 
 
 def test_setup_from_host_downloaded_wheels(tmp, server, known_hosts, bare_python):
-    from harness.doctor import pip_download_command, setup_target
+    from harness.doctor import setup_target
+    from targets.ssh.setup import pip_download_command
 
     # The command for an aarch64 board, built without one.
     cmd = pip_download_command({"machine": "aarch64", "python": "3.11.2",

@@ -1,0 +1,279 @@
+"""The flow of a run: data -> fine-tuned reference -> variants -> artifacts -> checked cells.
+
+`prepare` does the host-side work once (training, compression, export, parity); `measure`
+then runs every checked artifact on one target. Failures stay in their cell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from exporters import EXPORTERS
+from exporters.base import Artifact, sha256_file
+from exporters.graph import onnx_graph_stats
+from harness.build import data as D
+from harness.build import models as M
+from harness.build import recipes as R
+from harness.build import training as T
+from harness.build.cache import code_hash, content_key, default_cache_dir, exporter_hash, model_code_hash, model_digest
+from harness.build.cells import Cell, Prepared, TorchVariant
+from harness.build.parity import check_artifact
+from harness.build.user_model import check_fits_data, import_factory, load_checkpoint
+from harness.config.run import RunConfig, VariantConfig
+from harness.errors import USER_ERRORS, ConfigError, ExportError
+from harness.progress import Progress
+
+
+def load_data(cfg: RunConfig) -> Any:
+    dc = cfg.data
+    if dc.source == "textures":
+        return D.load_textures(patch=dc.patch, seed=dc.seed, per_class=dc.per_class, test_stride=dc.test_stride)
+    if dc.source == "npz":
+        return D.load_npz(Path(dc.path or ""))
+    return D.load_image_folder(Path(dc.path or ""), size=dc.patch, seed=dc.seed)
+
+
+class Pipeline:
+    """Builds every cell of a config once; targets then measure the ready cells."""
+
+    def __init__(self, cfg: RunConfig, out: Path, progress: Progress | None = None,
+                 cache_dir: Path | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.progress = progress or Progress(quiet=True)
+        self.cache = Path(cache_dir or cfg.cache_dir or default_cache_dir()).expanduser()
+        self.art_dir = self.out / "artifacts"
+
+    # ------------------------------------------------------------------ reference
+    def reference(self, data: Any, prep: Prepared) -> tuple[Any, str]:
+        """The fine-tuned fp32 torch model and its checkpoint hash."""
+        mc, fc = self.cfg.model, self.cfg.finetune
+        n_classes = len(data.classes)
+        if mc.factory:
+            factory = import_factory(mc.factory)
+
+            def build() -> Any:
+                try:
+                    model = factory(num_classes=n_classes)
+                except Exception as e:
+                    raise ConfigError(f"model.factory {mc.factory} raised {type(e).__name__}: {e}") from None
+                if not isinstance(model, torch.nn.Module):
+                    raise ConfigError(f"model.factory {mc.factory} returned {type(model).__name__}, not a "
+                                      f"torch.nn.Module")
+                if mc.checkpoint:
+                    load_checkpoint(model, Path(mc.checkpoint))
+                check_fits_data(model, data, mc.factory or "")
+                return model
+            name = mc.factory
+            ckpt_hash = sha256_file(Path(mc.checkpoint)) if mc.checkpoint else None
+        else:
+            def build() -> Any:
+                model = M.build_model(mc.builtin or "", n_classes, pretrained=mc.pretrained)
+                check_fits_data(model, data, mc.builtin or "")
+                return model
+            name, ckpt_hash = mc.builtin, None
+        if fc.epochs == 0 and fc.unfreeze_epochs == 0:
+            torch.manual_seed(self.cfg.seed)  # a random head must be the same in every run (lineage, --resume)
+            model = build().eval()
+            sha = ckpt_hash or content_key(name, "untrained")
+        else:
+            with self.progress.step(f"fine-tuning {name} on {data.name} ({len(data.y_train)} train samples)"):
+                model, sha = T.finetune_cached(
+                    build, data, self.cache / "checkpoints", {"model": name, "checkpoint": ckpt_hash,
+                                                              "pretrained": mc.pretrained,
+                                                              "code": model_code_hash(mc.factory)},
+                    epochs=fc.epochs, unfreeze_epochs=fc.unfreeze_epochs, lr=fc.lr, batch_size=fc.batch_size,
+                    seed=self.cfg.seed, progress=self.progress)
+        model.eval()
+        prep.task["model"] = name
+        prep.task["checkpoint_sha256"] = sha
+        prep.task["finetuned_top1"] = T.evaluate(model, data.x_test, data.y_test)
+        if fc.baselines and mc.builtin:
+            with self.progress.step("training baselines without the pretrained weights"):
+                prep.task["baselines"] = self.baselines(data, build_scratch=lambda: M.build_model(
+                    mc.builtin or "", n_classes, pretrained=False))
+        return model, sha
+
+    def baselines(self, data: Any, build_scratch: Any) -> dict[str, float]:
+        """Accuracy without transfer: the same network from random weights, and pixels + a linear model."""
+        fc = self.cfg.finetune
+        # Trained whole (a head on random features learns nothing): the fair no-transfer baseline.
+        scratch, _ = T.finetune_cached(build_scratch, data, self.cache / "checkpoints",
+                                       {"model": self.cfg.model.builtin, "pretrained": False},
+                                       epochs=fc.scratch_epochs, lr=1e-3, batch_size=fc.batch_size,
+                                       seed=self.cfg.seed)
+        # BatchNorm running statistics lag far behind a network trained from scratch for a few
+        # epochs (eval mode then predicts one class); re-estimate them on the training data.
+        R.recalibrate_bn(scratch, data)
+        return {"same network, random init": T.evaluate(scratch.eval(), data.x_test, data.y_test),
+                "linear model on pixels": T.pixel_baseline_accuracy(data)}
+
+    # ------------------------------------------------------------------- variants
+    def torch_variant(self, v: VariantConfig, reference: Any, ref_sha: str, data: Any,
+                      prep: Prepared) -> TorchVariant:
+        """Apply a recipe once per (recipe, settings), cached on disk by content."""
+        key = content_key(v.recipe, v.settings)
+        if key in prep.torch_variants:
+            return prep.torch_variants[key]
+        if v.recipe == "reference":
+            model, info = R.apply_recipe("reference", reference, data, {})
+        else:
+            key_parts = (ref_sha, data.fingerprint(), v.recipe, v.settings, code_hash())
+            cache_file = self.cache / "variants" / f"{content_key(*key_parts)}.pt"
+            if cache_file.is_file():
+                blob = torch.load(cache_file, map_location="cpu", weights_only=False)
+                model, info = blob["model"], blob["info"]
+                self.progress(f"recipe {v.recipe} {v.settings}: cached")
+            else:
+                with self.progress.step(f"recipe {v.recipe} {v.settings}"):
+                    model, info = R.apply_recipe(v.recipe, reference, data, dict(v.settings),
+                                                 progress=self.progress)
+                cache_file.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cache_file.with_suffix(".tmp")
+                torch.save({"model": model, "info": info}, tmp)
+                os.replace(tmp, cache_file)
+        model.eval()
+        tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
+                          digest=model_digest(model))
+        prep.torch_variants[key] = tv
+        return tv
+
+    # -------------------------------------------------------------------- exports
+    def export_cell(self, cell: Cell, tv: TorchVariant, data: Any, ref_sha: str, prep: Prepared) -> None:
+        """Export one cell, check parity against its torch model, and record lineage."""
+        v = cell.variant
+        ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
+        path = self.art_dir / f"{v.name}{ext}"
+        path.unlink(missing_ok=True)  # an earlier run's file must never stand in for a failed export
+        example = (torch.from_numpy(data.x_test[:1]),)
+        calib = data.x_train[: min(64, len(data.x_train))] if v.precision == "int8-static" else None
+        calib_hash = None if calib is None else hashlib.sha256(calib.tobytes()).hexdigest()
+        key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash)
+        cached = self.cache / "artifacts" / f"{key}{ext}"
+        try:
+            if cached.is_file():
+                shutil.copyfile(cached, path)
+                self.progress(f"export {cell.key} ({v.precision}): cached")
+            else:
+                with self.progress.step(f"export {cell.key} ({v.precision})"):
+                    EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib)
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+                shutil.copyfile(path, tmp)
+                os.replace(tmp, cached)
+        except ExportError as e:
+            cell.status, cell.error = "failed", f"export failed: {e}"
+            return
+        except Exception as e:  # a converter bug must not stop the other cells
+            cell.status, cell.error = "failed", f"export failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            return
+        par = check_artifact(path, cell.format, v.precision, self.parity_inputs(data), self.parity_reference(tv, data),
+                             min_agreement=None, timeout_s=self.cfg.measure.timeout_s)
+        art = Artifact.from_file(path, cell.format, v.precision)
+        if not tv.graph and cell.format == "onnx" and v.precision == "fp32":
+            self.graph_stats(tv, data, path)
+        art.params = tv.graph.get("params") or tv.info.get("params")
+        art.macs = tv.graph.get("macs")
+        art.sparsity = tv.info.get("sparsity")
+        art.parity = par.to_dict()
+        art.lineage = {
+            "base": {"model": prep.task.get("model"), "checkpoint_sha256": ref_sha},
+            "data_fingerprint": data.fingerprint()[:16],
+            "recipe": v.recipe, "settings": tv.settings, "precision": v.precision, "format": cell.format,
+            "artifact_sha256": art.sha256,
+        }
+        cell.artifact = art
+        if par.passed:
+            cell.status = "ready"
+        else:
+            cell.status, cell.error = "failed", f"parity check failed: {par.reason}"
+        self.progress(f"parity {cell.key}: max abs diff {par.max_abs_diff:.2e}, agreement {par.agreement:.2f} "
+                      f"-> {'ok' if par.passed else 'FAILED'}")
+
+    def parity_inputs(self, data: Any) -> Path:
+        """The held-out samples every artifact is checked on, written once per run (never a stale file)."""
+        path = self.art_dir / "parity_inputs.npz"
+        if not getattr(self, "_parity_written", False):
+            np.savez(path, input=data.x_test[: self.cfg.measure.parity_samples])
+            self._parity_written = True
+        return path
+
+    def parity_reference(self, tv: TorchVariant, data: Any) -> np.ndarray:
+        n = self.cfg.measure.parity_samples
+        return T.predict(tv.model, data.x_test[:n])
+
+    def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
+        """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
+        path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}.onnx"
+        try:
+            if not path.exists():
+                EXPORTERS["onnx"](tv.model, (torch.from_numpy(data.x_test[:1]),), "fp32", path)
+            tv.graph = onnx_graph_stats(path)
+        except Exception as e:
+            self.progress(f"MAC count for {tv.recipe} unavailable: {type(e).__name__}: {e}")
+
+    # ------------------------------------------------------------------- prepare
+    def prepare(self, only: list[str] | None = None) -> Prepared:
+        """Data, reference, variants, exports and parity: everything before the targets."""
+        prep = Prepared()
+        self.art_dir.mkdir(parents=True, exist_ok=True)
+        with self.progress.step("loading data"):
+            data = load_data(self.cfg)
+        prep.task.update(dataset=data.name, classes=len(data.classes), class_names=list(data.classes),
+                         n_train=int(len(data.y_train)), n_test=int(len(data.y_test)),
+                         input_shape=list(data.input_shape), max_accuracy_drop=self.cfg.report.max_accuracy_drop,
+                         constraints={k: v for k, v in vars(self.cfg.report).items() if v is not None})
+        reference, ref_sha = self.reference(data, prep)
+        variants = [v for v in self.cfg.variants if not only or v.name in only]
+        if only and not variants:
+            raise ConfigError(f"--only {', '.join(only)}: no such variant (have: "
+                              f"{', '.join(v.name for v in self.cfg.variants)})")
+        # Evaluation inputs: the clean test set, then a shifted copy; the device runs both.
+        n_eval = self.cfg.data.eval_samples or len(data.x_test)
+        x_clean, y = data.x_test[:n_eval], data.y_test[:n_eval]
+        xs = [x_clean] + ([D.shifted(x_clean, seed=self.cfg.seed)] if self.cfg.data.shifted else [])
+        x_eval = np.concatenate(xs)
+        prep.eval_inputs = self.art_dir / "eval_inputs.npz"
+        np.savez(prep.eval_inputs, input=x_eval)
+        prep.timing_inputs = self.art_dir / "timing_inputs.npz"
+        np.savez(prep.timing_inputs, input=data.x_test[:1])
+        prep.labels, prep.n_clean = y, len(y)
+        prep.reference_outputs = T.predict(reference, x_eval)
+        prep.task["reference_top1"] = float(np.mean(prep.reference_outputs[: len(y)].argmax(1) == y))
+        if self.cfg.data.shifted:
+            prep.task["reference_top1_shifted"] = float(np.mean(prep.reference_outputs[len(y):].argmax(1) == y))
+        prep.task["reference_variant"] = next((v.name for v in self.cfg.variants
+                                               if v.recipe == "reference" and v.precision == "fp32"), "fp32")
+        for v in variants:
+            try:
+                tv = self.torch_variant(v, reference, ref_sha, data, prep)
+            except USER_ERRORS:
+                raise  # a bad setting is the user's to fix: stop with its message
+            except Exception as e:
+                for fmt in v.formats:
+                    prep.cells.append(Cell(v, fmt, status="failed",
+                                           error=f"recipe {v.recipe} failed: {type(e).__name__}: {e}"))
+                continue
+            if tv.outputs is None:
+                tv.outputs = T.predict(tv.model, x_eval)
+                tv.info["host_top1"] = float(np.mean(tv.outputs[: len(y)].argmax(1) == y))
+            # The fp32 ONNX cell first: its graph gives params and MACs to the variant's other cells.
+            fmts = sorted(v.formats, key=lambda f: f != "onnx")
+            cells = [Cell(v, f) for f in fmts]
+            for cell in cells:
+                self.export_cell(cell, tv, data, ref_sha, prep)
+            if not tv.graph:
+                self.graph_stats(tv, data)
+            for cell in cells:
+                if cell.artifact is not None:
+                    cell.artifact.params = tv.graph.get("params") or tv.info.get("params")
+                    cell.artifact.macs = tv.graph.get("macs")
+            prep.cells.extend(sorted(cells, key=lambda c: v.formats.index(c.format)))
+        return prep

@@ -1,0 +1,58 @@
+"""A user's own model: the factory named in the config, its checkpoint, and a check that it fits the data."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from harness.errors import ConfigError, ModelError
+
+
+def import_factory(spec: str) -> Any:
+    """Resolve 'package.module:function'; import errors become one-line config errors."""
+    mod_name, _, fn_name = spec.partition(":")
+    try:
+        mod = importlib.import_module(mod_name)
+    except Exception as e:  # a user's module may raise anything on import
+        hint = " (is its folder on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name == mod_name else ""
+        raise ConfigError(f"model.factory: importing {mod_name!r} failed: {type(e).__name__}: {e}{hint}") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise ConfigError(f"model.factory: {mod_name!r} has no function {fn_name!r}")
+    return fn
+
+
+def load_checkpoint(model: Any, path: Path) -> Any:
+    """Load a state dict into `model`; a file that does not fit says which keys disagree."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ModelError(f"checkpoint {path}: cannot be read as a torch state dict ({type(e).__name__})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e))
+        raise ModelError(f"checkpoint {path} does not fit the model: {first[:300]}") from None
+    return model
+
+
+def check_fits_data(model: Any, data: Any, name: str) -> None:
+    """A user's model must take the task's samples and return one score per class: say so in one line."""
+    x = torch.from_numpy(data.x_test[:2])
+    try:
+        with torch.no_grad():
+            y = model.eval()(x)
+    except Exception as e:
+        why = " ".join(str(e).split())[:300]
+        raise ModelError(f"model {name} does not accept the data's samples (float32 {list(x.shape)[1:]}, from "
+                         f"{data.name}): {type(e).__name__}: {why}") from None
+    want = (len(x), len(data.classes))
+    got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+    if got != want:
+        raise ModelError(f"model {name} returns {got} for {len(x)} samples; expected {want}: one score per class "
+                         f"({len(data.classes)} classes in {data.name})")

@@ -1,0 +1,1 @@
+"""Stage 3: jobs on targets, raw results folded into measurements, statistics."""

@@ -1,0 +1,241 @@
+"""Interleaved, raced measurement of one target's cells: resident runners timed in alternating blocks.
+
+Every ready cell's model is loaded once in its own runner process (load, first inference and the
+evaluation pass happen then, as in a fresh-process job). Then, round after round, each cell still
+in the race times one short block, in a random order per round, one process active at a time: a
+device that slows down (another process, heat) slows every cell of that round alike, and two
+cells' block medians of the same round pair up into a ratio (harness.measure.stats.paired_ratio).
+
+Racing: after `min_rounds`, a cell whose paired ratio to the best cell that meets the limits is
+above 1 with 99% confidence cannot be the pick and stops; the rounds end when every other cell
+has stopped (the pick is separated), at `max_rounds`, or when `budget_s` is spent.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from harness.build.cells import Cell, Prepared
+from harness.config.run import RunConfig
+from harness.errors import USER_ERRORS
+from harness.measure.fold import score, to_measurement
+from harness.measure.jobs import cell_job
+from harness.measure.results import Measurement, TargetReport
+from harness.measure.stats import paired_ratio
+from harness.progress import Progress
+from targets.base import Job, RawResult, Target
+from targets.resident import ResidentRunner
+
+RACING_CONFIDENCE = 0.99  # stricter than the report's 95%: a cell stopped early is never looked at again
+MAX_BLOCK_RUNS = 5000
+# After a block, wait until that process stops using CPU before the next cell's block starts: runtimes'
+# worker threads spin for a while after their last run (onnxruntime's pool: about 50 ms of CPU here),
+# and that must not fall into another cell's block. Polled every SETTLE_POLL_S, at most SETTLE_MAX_S.
+SETTLE_POLL_S = 0.02
+SETTLE_MAX_S = 0.3
+
+# Whether a measured cell can be the pick (meets size, memory and accuracy limits); the face passes
+# the report stage's rule, so racing and the recommendation agree on what "within the limits" means.
+Feasible = Callable[[TargetReport, Measurement], bool]
+
+
+@dataclass
+class Lane:
+    """One cell in the race: its resident runner, the blocks it timed, and why it stopped."""
+
+    cell: Cell
+    job: Job
+    runner: ResidentRunner
+    initial: RawResult
+    accuracy: dict[str, Any] | None
+    runs: int = 0  # timed runs per block, set from a calibration block
+    blocks: list[list[int] | None] = field(default_factory=list)
+    stopped: str | None = None
+    idle_cpu_s: float = 0.0  # CPU this process used while another cell was being timed
+    idle_wall_s: float = 0.0
+
+    @property
+    def block_p50_ms(self) -> list[float | None]:
+        return [float(np.median(b)) / 1e6 if b else None for b in self.blocks]
+
+    def pooled_ns(self) -> list[int]:
+        return [x for b in self.blocks if b for x in b]
+
+
+def start_lanes(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfig, progress: Progress,
+                stop: threading.Event | None) -> tuple[list[Lane], list[Measurement]]:
+    """Load every cell in its own resident runner; cells that fail to load become failed rows."""
+    lanes, failed = [], []
+    ms = cfg.measure
+    for cell in cells:
+        if stop is not None and stop.is_set():
+            break
+        try:
+            job = cell_job(target, cell, prep, cfg, cell.variant.threads or ms.threads or target.threads)
+            job.eval_inputs = target.deploy(prep.eval_inputs) if prep.eval_inputs else None
+            job.runs, job.warmup = 0, 0  # the blocks do the timing
+            runner = target.open_resident(job)
+        except USER_ERRORS as e:
+            failed.append(failed_cell(cell, f"deploy failed: {e}"))
+            continue
+        raw = runner.initial
+        if not raw.ok:
+            runner.close()
+            failed.append(to_measurement(cell.variant.name, cell.artifact, raw, job, target))  # type: ignore[arg-type]
+            continue
+        try:
+            accuracy = score(raw.outputs[0], prep) if raw.outputs else None
+        except ValueError as e:  # outputs that cannot be compared must not pass as measured
+            runner.close()
+            failed.append(failed_cell(cell, f"device outputs do not match the reference: {e}"))
+            continue
+        lanes.append(Lane(cell, job, runner, raw, accuracy))
+        progress(f"{target.name}: {cell.key}: loaded (resident runner)")
+    return lanes, failed
+
+
+def calibrate(lane: Lane, cfg: RunConfig) -> None:
+    """Warm the model up and size its blocks: at least block_runs runs, lasting about block_min_s."""
+    ms = cfg.measure
+    warm = lane.runner.block(max(ms.block_runs, ms.warmup), discard=ms.warmup, timeout_s=ms.timeout_s)
+    per_run_s = float(np.median(warm)) / 1e9 if warm else 0.0
+    want = math.ceil(ms.block_min_s / per_run_s) if per_run_s > 0 else ms.block_runs
+    lane.runs = int(min(MAX_BLOCK_RUNS, max(ms.block_runs, want)))
+
+
+def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, report: TargetReport,
+         progress: Progress, stop: threading.Event | None, seed: int = 0) -> dict[str, Any]:
+    """Time the lanes round after round in random order; returns how the rounds went (for the report)."""
+    ms = cfg.measure
+    rng = random.Random(seed)
+    t_start = time.monotonic()
+    stopped_by, rounds = "max_rounds", 0
+    for r in range(ms.max_rounds):
+        if stop is not None and stop.is_set():
+            stopped_by = "interrupted"
+            break
+        active = [ln for ln in lanes if ln.stopped is None]
+        order = active[:]
+        rng.shuffle(order)
+        for ln in lanes:
+            ln.blocks.append(None)
+        for ln in order:
+            others = [o for o in active if o is not ln]
+            before = [o.runner.cpu_seconds() for o in others]
+            t0 = time.monotonic()
+            try:
+                ln.blocks[r] = ln.runner.block(ln.runs, discard=ms.block_discard, timeout_s=ms.timeout_s)
+            except USER_ERRORS as e:
+                ln.stopped = f"failed in round {r + 1}: {e}"
+                continue
+            wall = time.monotonic() - t0
+            settle(ln.runner)
+            for o, b in zip(others, before, strict=True):
+                after = o.runner.cpu_seconds()
+                if b is not None and after is not None:
+                    o.idle_cpu_s += after - b
+                    o.idle_wall_s += wall
+        rounds = r + 1
+        if ms.racing and rounds >= ms.min_rounds:
+            decided = cut_losers(lanes, feasible, target, report, rounds)
+            for ln in decided:
+                progress(f"{target.name}: {ln.cell.key}: {ln.stopped}")
+            if sum(ln.stopped is None for ln in lanes) <= 1:
+                stopped_by = "separated"
+                break
+        if time.monotonic() - t_start > ms.budget_s:
+            stopped_by = "budget"
+            break
+    idle = [ln.idle_cpu_s / ln.idle_wall_s for ln in lanes if ln.idle_wall_s > 0]
+    return {"strategy": "interleaved", "rounds": rounds, "max_rounds": ms.max_rounds, "min_rounds": ms.min_rounds,
+            "stopped_by": stopped_by, "budget_s": ms.budget_s, "elapsed_s": round(time.monotonic() - t_start, 3),
+            "block_min_s": ms.block_min_s, "block_discard": ms.block_discard, "racing": ms.racing,
+            "racing_confidence": RACING_CONFIDENCE, "order_seed": seed,
+            "idle_cpu_max_fraction": max(idle) if idle else None}
+
+
+def settle(runner: ResidentRunner) -> None:
+    """Return once `runner` has used no CPU for one poll interval (or after SETTLE_MAX_S)."""
+    deadline = time.monotonic() + SETTLE_MAX_S
+    last = runner.cpu_seconds()
+    while last is not None and time.monotonic() < deadline:
+        time.sleep(SETTLE_POLL_S)
+        now = runner.cpu_seconds()
+        if now == last:
+            return
+        last = now
+
+
+def cut_losers(lanes: list[Lane], feasible: Feasible, target: Target, report: TargetReport,
+               rounds: int) -> list[Lane]:
+    """Stop the lanes that cannot be the pick; returns the ones stopped now."""
+    live = [ln for ln in lanes if ln.blocks and ln.pooled_ns()]
+    candidates = [ln for ln in live if feasible(report, lane_measurement(ln, target))]
+    if not candidates:
+        return []
+    best = min(candidates, key=lambda ln: float(np.median(ln.pooled_ns())))
+    now = []
+    for ln in live:
+        if ln is best or ln.stopped is not None:
+            continue
+        if ln not in candidates:
+            ln.stopped = f"stopped after {rounds} rounds: does not meet the limits, cannot be the pick"
+            now.append(ln)
+            continue
+        pr = paired_ratio(ln.block_p50_ms, best.block_p50_ms, RACING_CONFIDENCE)
+        if pr is not None and pr["ci"][0] > 1.0:
+            ln.stopped = (f"stopped after {rounds} rounds: slower than {best.cell.key} (ratio {pr['ratio']:.2f}, "
+                          f"{100 * RACING_CONFIDENCE:.0f}% CI {pr['ci'][0]:.2f}-{pr['ci'][1]:.2f})")
+            now.append(ln)
+    return now
+
+
+def lane_measurement(ln: Lane, target: Target, discard: int | None = None) -> Measurement:
+    """The lane's cell as measured so far: the initial result with the pooled block timings."""
+    raw = RawResult(status="ok", data=dict(ln.initial.data), outputs=ln.initial.outputs)
+    raw.data.update(latencies_ns=ln.pooled_ns(), warmup_ns=[], stopped_by=ln.stopped or "rounds")
+    m = to_measurement(ln.cell.variant.name, ln.cell.artifact, raw, ln.job, target, ln.accuracy)  # type: ignore[arg-type]
+    m.block_p50_ms = ln.block_p50_ms
+    m.settings.update(strategy="interleaved", runs_per_block=ln.runs, block_discard=discard, stopped=ln.stopped,
+                      rounds_timed=sum(b is not None for b in ln.blocks))
+    if ln.idle_wall_s > 0:
+        m.settings["idle_cpu_fraction"] = ln.idle_cpu_s / ln.idle_wall_s
+    return m
+
+
+def measure_interleaved(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfig, report: TargetReport,
+                        feasible: Feasible, progress: Progress, stop: threading.Event | None) -> list[Measurement]:
+    """Measure `cells` on `target` interleaved and raced; returns one Measurement per cell."""
+    lanes, failed = start_lanes(target, cells, prep, cfg, progress, stop)
+    try:
+        for ln in list(lanes):
+            try:
+                calibrate(ln, cfg)
+            except USER_ERRORS as e:
+                lanes.remove(ln)
+                ln.runner.close()
+                failed.append(failed_cell(ln.cell, f"warm-up block failed: {e}"))
+        report.measurement = race(lanes, cfg, feasible, target, report, progress, stop, seed=cfg.seed)
+        out = []
+        for ln in lanes:
+            if not ln.pooled_ns():
+                out.append(failed_cell(ln.cell, ln.stopped or "no block was timed"))
+                continue
+            out.append(lane_measurement(ln, target, cfg.measure.block_discard))
+    finally:
+        for ln in lanes:
+            ln.runner.close()
+    return out + failed
+
+
+def failed_cell(cell: Cell, error: str) -> Measurement:
+    """A cell's row when it could not be measured: the reason, and the artifact it had."""
+    return Measurement(variant=cell.variant.name, format=cell.format, status="failed", error=error,
+                       artifact=cell.artifact.to_dict() if cell.artifact else None)

@@ -1,0 +1,1 @@
+"""Stage 4: renderings of report.json, the recommendation, compare, re-render."""

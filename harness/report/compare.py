@@ -1,0 +1,231 @@
+"""`edge-harness compare OLD NEW`: match cells between two runs and flag regressions a CI gate can trust.
+
+A latency regression needs both statistical significance on the raw timings (one-sided Mann-Whitney U,
+normal approximation with tie correction) and a practical size (median change above a threshold).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from harness.measure.results import Measurement, TargetReport, load_report, write_atomic
+from harness.report.cells import dig
+from harness.report.rerender import find_reports
+
+
+@dataclass
+class MannWhitney:
+    """U statistic of the NEW sample, its z score, and one-sided p-values for 'slower' and 'faster'."""
+
+    u: float
+    z: float
+    p_slower: float
+    p_faster: float
+
+
+def mann_whitney(old: Sequence[float], new: Sequence[float]) -> MannWhitney:
+    """One-sided Mann-Whitney U tests of NEW against OLD (normal approximation, ties averaged, continuity)."""
+    a, b = np.asarray(old, dtype=float), np.asarray(new, dtype=float)
+    n1, n2 = a.size, b.size
+    if n1 == 0 or n2 == 0:
+        raise ValueError("both samples need at least one value")
+    both = np.concatenate([a, b])
+    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
+    # Average rank of each distinct value: ranks start+1 .. start+count.
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    ranks = (starts + (counts + 1) / 2.0)[inverse]
+    u_new = float(ranks[n1:].sum() - n2 * (n2 + 1) / 2.0)
+    n = n1 + n2
+    mean = n1 * n2 / 2.0
+    ties = float(np.sum(counts.astype(float) ** 3 - counts))
+    var = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1))) if n > 1 else 0.0
+    if var <= 0:  # every value identical: no evidence either way
+        return MannWhitney(u_new, 0.0, 1.0, 1.0)
+    sd = math.sqrt(var)
+    z_up = (u_new - mean - 0.5) / sd
+    z_down = (u_new - mean + 0.5) / sd
+    return MannWhitney(u_new, (u_new - mean) / sd, 0.5 * math.erfc(z_up / math.sqrt(2)),
+                       0.5 * math.erfc(-z_down / math.sqrt(2)))
+
+
+@dataclass
+class CellChange:
+    """One matched cell: figures from both runs and the verdict with its reasons."""
+
+    target: str
+    cell: str
+    verdict: str  # "regression" | "improvement" | "same" | "only in OLD" | "only in NEW"
+    reasons: list[str] = field(default_factory=list)
+    old_p50_ms: float | None = None
+    new_p50_ms: float | None = None
+    latency_change: float | None = None  # median NEW / median OLD - 1
+    p_value: float | None = None  # one-sided, in the direction of the change
+    old_top1: float | None = None
+    new_top1: float | None = None
+
+
+@dataclass
+class Comparison:
+    old: str
+    new: str
+    alpha: float
+    min_change: float
+    max_accuracy_drop: float
+    changes: list[CellChange] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[CellChange]:
+        return [c for c in self.changes if c.verdict == "regression"]
+
+    @property
+    def improvements(self) -> list[CellChange]:
+        return [c for c in self.changes if c.verdict == "improvement"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_run(folder: Path) -> dict[str, TargetReport]:
+    """The reports of one run folder, by target name."""
+    return {str(r.target.get("name")): r for r in (load_report(p) for p in find_reports(Path(folder)))}
+
+
+def compare_runs(old: Path, new: Path, alpha: float = 0.01, min_change: float = 0.05,
+                 max_accuracy_drop: float = 0.01) -> Comparison:
+    """Match cells by target + variant + format and judge each pair."""
+    olds, news = load_run(old), load_run(new)
+    comp = Comparison(str(old), str(new), alpha, min_change, max_accuracy_drop)
+    for name in [n for n in olds if n not in news]:
+        comp.notes.append(f"target {name} is only in OLD")
+    for name in [n for n in news if n not in olds]:
+        comp.notes.append(f"target {name} is only in NEW")
+    for name in [n for n in olds if n in news]:
+        o, n = olds[name], news[name]
+        for m in o.measurements:
+            other = n.cell(m.variant, m.format)
+            if other is None:
+                comp.changes.append(CellChange(name, m.key, "only in OLD"))
+            else:
+                comp.changes.append(compare_cells(name, m, other, comp))
+        comp.changes += [CellChange(name, m.key, "only in NEW") for m in n.measurements
+                         if o.cell(m.variant, m.format) is None]
+    return comp
+
+
+def compare_cells(target: str, old: Measurement, new: Measurement, comp: Comparison) -> CellChange:
+    """Status, latency (significance + practical size) and accuracy of one matched cell."""
+    ch = CellChange(target, old.key, "same", old_p50_ms=dig(old.latency_ms, "p50"),
+                    new_p50_ms=dig(new.latency_ms, "p50"), old_top1=dig(old.accuracy, "top1"),
+                    new_top1=dig(new.accuracy, "top1"))
+    worse: list[str] = []
+    better: list[str] = []
+    if old.ok and not new.ok:
+        worse.append(f"now {new.status}: {new.error}")
+    elif new.ok and not old.ok:
+        better.append(f"now measured (was {old.status})")
+    if old.ok and new.ok:
+        _latency(old, new, ch, comp, worse, better)
+        for key, label in (("top1", "top-1"), ("top1_shifted", "top-1 shifted")):
+            a, b = dig(old.accuracy, key), dig(new.accuracy, key)
+            if a is None or b is None:
+                continue
+            if a - b > comp.max_accuracy_drop + 1e-9:
+                worse.append(f"{label} {100 * a:.1f}% → {100 * b:.1f}% ({100 * (b - a):+.1f} points)")
+            elif b - a > comp.max_accuracy_drop + 1e-9:
+                better.append(f"{label} {100 * a:.1f}% → {100 * b:.1f}% ({100 * (b - a):+.1f} points)")
+    if not old.ok and not new.ok:
+        ch.reasons.append(f"{new.status} in both runs")
+    if worse or better:
+        ch.verdict = "regression" if worse else "improvement"
+        ch.reasons = worse + better
+        for k in ("threads", "runtime_version"):  # the usual explanations, worth stating beside the verdict
+            if old.settings.get(k) != new.settings.get(k) and old.settings.get(k) is not None:
+                ch.reasons.append(f"{k} {old.settings.get(k)} → {new.settings.get(k)}")
+        if dig(old.artifact, "sha256") != dig(new.artifact, "sha256"):
+            ch.reasons.append("artifact changed")
+    return ch
+
+
+def _latency(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison,
+             worse: list[str], better: list[str]) -> None:
+    ra, rb = old.raw_latencies_ms or [], new.raw_latencies_ms or []
+    if len(ra) >= 5 and len(rb) >= 5:
+        ma, mb = float(np.median(ra)), float(np.median(rb))
+        ch.latency_change = mb / ma - 1
+        mw = mann_whitney(ra, rb)
+        ch.p_value = mw.p_slower if ch.latency_change >= 0 else mw.p_faster
+        text = f"median {ma:.3f} → {mb:.3f} ms ({100 * ch.latency_change:+.1f}%, p={ch.p_value:.1e})"
+        if mw.p_slower < comp.alpha and ch.latency_change > comp.min_change:
+            worse.append(f"slower: {text}")
+        elif mw.p_faster < comp.alpha and ch.latency_change < -comp.min_change:
+            better.append(f"faster: {text}")
+        return
+    # Older reports without raw timings: the p50 confidence intervals must not overlap.
+    ca, cb = dig(old.latency_ms, "p50_ci"), dig(new.latency_ms, "p50_ci")
+    if ch.old_p50_ms and ch.new_p50_ms and ca and cb:
+        ch.latency_change = ch.new_p50_ms / ch.old_p50_ms - 1
+        text = f"p50 {ch.old_p50_ms:.3f} → {ch.new_p50_ms:.3f} ms ({100 * ch.latency_change:+.1f}%, CIs disjoint)"
+        if cb[0] > ca[1] and ch.latency_change > comp.min_change:
+            worse.append(f"slower: {text}")
+        elif cb[1] < ca[0] and ch.latency_change < -comp.min_change:
+            better.append(f"faster: {text}")
+
+
+def _row(c: CellChange) -> list[str]:
+    def ms(v: float | None) -> str:
+        return "–" if v is None else f"{v:.3f}"
+
+    top = "–" if c.old_top1 is None or c.new_top1 is None else f"{100 * (c.new_top1 - c.old_top1):+.1f}"
+    return [c.target, c.cell, ms(c.old_p50_ms), ms(c.new_p50_ms),
+            "–" if c.latency_change is None else f"{100 * c.latency_change:+.1f}%",
+            "–" if c.p_value is None else f"{c.p_value:.1e}", top, c.verdict.upper() if c.verdict == "regression"
+            else c.verdict, "; ".join(c.reasons)]
+
+
+HEADERS = ["target", "cell", "old p50 ms", "new p50 ms", "change", "p", "Δ top-1 pt", "verdict", "why"]
+
+
+def headline(comp: Comparison) -> str:
+    r, i = len(comp.regressions), len(comp.improvements)
+    matched = sum(1 for c in comp.changes if not c.verdict.startswith("only"))
+    return (f"{r} regression{'s' * (r != 1)}, {i} improvement{'s' * (i != 1)} in {matched} matched cells "
+            f"(latency: one-sided Mann-Whitney p < {comp.alpha:g} and median change > {100 * comp.min_change:g}%; "
+            f"accuracy: more than {100 * comp.max_accuracy_drop:.1f} points)")
+
+
+def render_text(comp: Comparison) -> str:
+    """A fixed-width table for the terminal, regressions first."""
+    rows = [HEADERS] + [_row(c) for c in _ordered(comp)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADERS) - 1)]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows]
+    return "\n".join(lines + [""] + [f"note: {n}" for n in comp.notes] + [headline(comp)])
+
+
+def render_markdown(comp: Comparison) -> str:
+    """compare.md: the headline, then one table row per matched cell."""
+    lines = ["# edge-harness compare", "", f"- OLD: `{comp.old}`", f"- NEW: `{comp.new}`", "", headline(comp) + ".",
+             "", "| " + " | ".join(HEADERS) + " |", "|---|---|---:|---:|---:|---:|---:|---|---|"]
+    lines += ["| " + " | ".join(x.replace("|", "/") for x in _row(c)) + " |" for c in _ordered(comp)]
+    lines += [""] + [f"- note: {n}" for n in comp.notes] + [""]
+    return "\n".join(lines)
+
+
+def _ordered(comp: Comparison) -> list[CellChange]:
+    rank = {"regression": 0, "improvement": 1, "same": 2}
+    return sorted(comp.changes, key=lambda c: rank.get(c.verdict, 3))
+
+
+def write_comparison(comp: Comparison, out: Path) -> Path:
+    """Write compare.md (and compare.json beside it); `out` is a folder or a .md path."""
+    out = Path(out)
+    path = out if out.suffix == ".md" else out / "compare.md"
+    write_atomic(path, render_markdown(comp))
+    write_atomic(path.with_suffix(".json"), json.dumps(comp.to_dict(), indent=1))
+    return path

@@ -1,0 +1,95 @@
+"""Interleaved, raced measurement with resident runners: real onnxruntime and torch models, real processes."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from tiny import tiny_config
+
+from harness.api import run_config
+from harness.config.run import RunConfig
+from harness.measure.interleave import settle
+from harness.measure.stats import paired_ratio
+from targets import Job, LocalTarget
+
+
+@pytest.fixture(scope="module")
+def raced(tmp_path_factory):
+    """fp32 in ONNX and in torch eager (about 10x slower here), plus an identical copy of the ONNX cell."""
+    tmp = tmp_path_factory.mktemp("raced")
+    cfg = RunConfig.from_dict(tiny_config(
+        name="raced", measure={"strategy": "interleaved", "min_rounds": 4, "max_rounds": 8},
+        variants=[{"name": "fp32", "formats": ["onnx", "torch"]}, {"name": "copy", "formats": ["onnx"]}]))
+    return run_config(cfg, out=tmp / "out", cache_dir=tmp / "cache").reports["local-cpu"]
+
+
+def test_racing_stops_a_clearly_slower_cell_early(raced):
+    cells = {m.key: m for m in raced.measurements}
+    assert all(m.ok for m in cells.values()), [(m.key, m.error) for m in cells.values()]
+    slow, fast = cells["fp32/torch"], cells["fp32/onnx"]
+    assert slow.settings["stopped"].startswith("stopped after 4 rounds: slower than")
+    assert slow.settings["rounds_timed"] == 4 < fast.settings["rounds_timed"] == raced.measurement["rounds"]
+    assert slow.block_p50_ms[4:] == [None] * (len(slow.block_p50_ms) - 4)
+    assert slow.latency_ms["p50"] > 2 * fast.latency_ms["p50"]
+    assert raced.measurement["strategy"] == "interleaved" and raced.measurement["stopped_by"] in (
+        "separated", "max_rounds", "budget")
+
+
+def test_identical_copies_pair_up_near_one(raced):
+    cells = {m.key: m for m in raced.measurements}
+    pr = paired_ratio(cells["copy/onnx"].block_p50_ms, cells["fp32/onnx"].block_p50_ms)
+    assert pr is not None and pr["n"] == raced.measurement["rounds"]
+    lo, hi = pr["ci"]
+    assert lo <= pr["ratio"] <= hi and lo < 1.25 and hi > 0.8  # the same model: the interval reaches 1
+    for m in cells.values():
+        assert m.settings["runs_per_block"] >= 30 and m.settings["runs"] == sum(
+            1 for b in m.block_p50_ms if b is not None) * m.settings["runs_per_block"]
+        assert m.accuracy and m.accuracy["n"] == min(12, raced.task["n_test"]) and m.cold_start_ms["load"] > 0
+
+
+def test_an_idle_resident_runner_uses_no_cpu_while_another_is_timed(cnn_onnx, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "x.npz", input=np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype("float32"))
+    target = LocalTarget("idle-check", threads=2)
+    job = dict(artifact=str(cnn_onnx), format="onnx", timing_inputs=str(tmp_path / "x.npz"), runs=0, warmup=0)
+    try:
+        active, idle = target.open_resident(Job(**job)), target.open_resident(Job(**job))
+        assert active.initial.ok and idle.initial.ok
+        idle.block(500)  # it has run, so its runtime's threads exist and may spin
+        settle(idle)
+        c0, t0 = idle.cpu_seconds(), time.monotonic()
+        busy = 0.0
+        while time.monotonic() - t0 < 2.0:
+            b0 = active.cpu_seconds()
+            assert len(active.block(300, discard=5)) == 300
+            busy += active.cpu_seconds() - b0
+        wall = time.monotonic() - t0
+        used = idle.cpu_seconds() - c0
+        assert busy > 0.5 * wall  # the active one really worked
+        assert used / wall < 0.02, f"idle runner used {100 * used / wall:.1f}% of a core"
+    finally:
+        target.close()
+
+
+def test_a_resident_runner_that_dies_fails_its_block_in_one_line(cnn_onnx, tmp_path):
+    import os
+    import signal
+
+    import numpy as np
+
+    from harness.errors import TargetError
+
+    np.savez(tmp_path / "x.npz", input=np.zeros((1, 3, 16, 16), "float32"))
+    target = LocalTarget("dies")
+    try:
+        r = target.open_resident(Job(artifact=str(cnn_onnx), format="onnx", timing_inputs=str(tmp_path / "x.npz"),
+                                     runs=0, warmup=0))
+        os.kill(r.proc.pid, signal.SIGKILL)
+        r.proc.wait()
+        with pytest.raises(TargetError) as e:
+            r.block(10)
+        assert "\n" not in str(e.value) and "exited" in str(e.value)
+    finally:
+        target.close()
