@@ -28,11 +28,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from sshd import Netns, keygen, skip_reason  # noqa: E402
 
-from harness.api import measure_target  # noqa: E402
 from harness.build.pipeline import Pipeline  # noqa: E402
 from harness.config.run import RunConfig  # noqa: E402
 from harness.config.targets_file import load_targets_file, make_target  # noqa: E402
+from harness.measure.loop import measure_target  # noqa: E402
 from harness.progress import Progress  # noqa: E402
+from harness.report.files import write_target_report  # noqa: E402
 
 
 def cpu_seconds() -> float:
@@ -91,7 +92,9 @@ def main() -> None:
                     out = tmp / f"out-{n}"
                     cpu0, t0 = cpu_seconds(), time.perf_counter()
                     with ThreadPoolExecutor(max_workers=n) as pool:
-                        jobs = [pool.submit(measure_target, t, prep, cfg, out, Progress(quiet=True)) for t in targets]
+                        def save(r, out=out):
+                            return write_target_report(r, out)
+                        jobs = [pool.submit(measure_target, t, prep, cfg, save, Progress(quiet=True)) for t in targets]
                         reports = [j.result() for j in jobs]
                     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
                 finally:

@@ -133,3 +133,34 @@ def test_unreadable_input_is_a_one_line_error(tmp_path, capsys):
     old = write_run(tmp_path / "old", seed=1)
     assert main(["compare", str(old), str(tmp_path / "missing")]) == 2
     assert "no such folder" in capsys.readouterr().err
+
+
+def _rounds_run(out: Path, seed: int, machine: float, cell_factor: float = 1.0, rounds: int = 12) -> Path:
+    """An interleaved run: per-round block medians; the whole machine runs `machine` times slower,
+    each round drifting by up to ±40%, and int8-dynamic/onnx `cell_factor` times slower on top."""
+    rng = np.random.default_rng(seed)
+    drift = machine * rng.uniform(0.6, 1.4, rounds)
+    report = TargetReport(target={"name": "local-cpu", "kind": "local", "host": "localhost"},
+                          task={"reference_variant": "fp32"})
+    for (variant, fmt), p50 in CELLS.items():
+        factor = cell_factor if (variant, fmt) == ("int8-dynamic", "onnx") else 1.0
+        blocks = [float(p50 * factor * d * rng.lognormal(0.0, 0.02)) for d in drift]
+        m = cell(variant, fmt, timings(float(np.median(blocks)), seed))
+        m.block_p50_ms = blocks
+        report.measurements.append(m)
+    write_target_report(report, out)
+    return out
+
+
+def test_rounds_relative_to_the_control_ignore_machine_speed_and_catch_a_real_slowdown(tmp_path):
+    old = _rounds_run(tmp_path / "old", 1, machine=1.0)
+    same = _rounds_run(tmp_path / "same", 2, machine=1.8)  # the same artifacts on a machine 1.8x slower
+    comp = compare_runs(old, same)
+    assert comp.regressions == [] and comp.improvements == []
+    assert "no detectable change" in comp.changes[1].reasons[0] and comp.changes[1].detectable < 0.1
+    slow = _rounds_run(tmp_path / "slow", 3, machine=1.8, cell_factor=1.5)
+    comp = compare_runs(old, slow)
+    assert [c.cell for c in comp.regressions] == ["int8-dynamic/onnx"]
+    assert "relative to fp32/onnx" in comp.regressions[0].reasons[0]
+    assert main(["compare", str(old), str(same), "--out", str(tmp_path / "c.md")]) == 0
+    assert main(["compare", str(old), str(slow), "--out", str(tmp_path / "c2.md")]) == 1

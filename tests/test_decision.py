@@ -136,8 +136,7 @@ def test_two_copies_are_tied_and_a_cell_twice_as_slow_is_not():
     assert rec.runner_up["cell"] == "copy-a/onnx" and rec.runner_up["told_apart"] is False
 
 
-def test_drift_between_rounds_would_hide_a_tie_without_pairing():
-    # The same two copies, but each cell's rounds taken at different times (unpaired): the pooled p50s differ.
+def test_a_tie_between_equally_fast_cells_goes_to_the_smaller_artifact():
     drift = _drift(7)
     a = cell("copy-a", "onnx", 1.0, 1000, seed=2, drift=drift)
     b = cell("copy-b", "onnx", 1.0, 1200, seed=3, drift=drift)
@@ -189,9 +188,11 @@ def test_report_json_carries_the_decision_and_summary_json_the_decisions(tmp_pat
         lo, hi = lat["ratio_to_pick_ci"]
         assert lo <= lat["ratio_to_pick"] <= hi
     assert by["copy-a"]["latency_ms"]["ratio_to_pick"] == 1.0
-    assert by["bad"]["latency_ms"]["ratio_to_pick_ci"][1] < 0.6 and by["fp32"]["latency_ms"]["ratio_to_pick_ci"][0] > 1.8
+    assert by["bad"]["latency_ms"]["ratio_to_pick_ci"][1] < 0.6
+    assert by["fp32"]["latency_ms"]["ratio_to_pick_ci"][0] > 1.8
     assert by["broken"]["latency_ms"] is None
-    assert by["copy-a"]["accuracy"]["top1_ci"][0] < by["copy-a"]["accuracy"]["top1"] < by["copy-a"]["accuracy"]["top1_ci"][1]
+    acc = by["copy-a"]["accuracy"]
+    assert acc["top1_ci"][0] < acc["top1"] < acc["top1_ci"][1]
     summary = json.loads((tmp_path / "summary.json").read_text())
     [t] = summary["targets"]
     assert t["name"] == "dev" and t["report"] == "dev/report.json"

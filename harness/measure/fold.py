@@ -29,6 +29,8 @@ def accuracy_of(outputs: np.ndarray, ev: EvalSet) -> dict[str, Any]:
     Wilson 95% CI; with both labels and reference, the paired right/wrong counts against the reference."""
     n = int(len(outputs))
     acc: dict[str, Any] = {"n": n}
+    if n == 0:
+        return acc
     pred = np.argmax(outputs.reshape(n, -1), axis=1)
     if ev.labels is not None:
         acc["top1"] = top1(outputs, ev.labels)

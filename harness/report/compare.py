@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from harness.measure.results import Measurement, TargetReport, load_report, write_atomic
-from harness.report.cells import dig
+from harness.report.cells import dig, reference_cell
 from harness.report.rerender import find_reports
 
 
@@ -66,6 +66,7 @@ class CellChange:
     new_p50_ms: float | None = None
     latency_change: float | None = None  # median NEW / median OLD - 1
     p_value: float | None = None  # one-sided, in the direction of the change
+    detectable: float | None = None  # smallest change these two runs could detect (5% test, 80% power)
     old_top1: float | None = None
     new_top1: float | None = None
 
@@ -77,6 +78,9 @@ class Comparison:
     alpha: float
     min_change: float
     max_accuracy_drop: float
+    # A cell's absolute speed (no control beside it) includes the whole machine's speed in that run,
+    # which on a shared machine swings far more than a relative figure: it must change this much more.
+    min_change_absolute: float = 0.25
     changes: list[CellChange] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -108,18 +112,29 @@ def compare_runs(old: Path, new: Path, alpha: float = 0.01, min_change: float = 
         comp.notes.append(f"target {name} is only in NEW")
     for name in [n for n in olds if n in news]:
         o, n = olds[name], news[name]
+        controls = (control_cell(o), control_cell(n))
+        if None in controls or controls[0].key != controls[1].key:  # type: ignore[union-attr]
+            controls = (None, None)
         for m in o.measurements:
             other = n.cell(m.variant, m.format)
             if other is None:
                 comp.changes.append(CellChange(name, m.key, "only in OLD"))
             else:
-                comp.changes.append(compare_cells(name, m, other, comp))
+                comp.changes.append(compare_cells(name, m, other, comp, controls))
         comp.changes += [CellChange(name, m.key, "only in NEW") for m in n.measurements
                          if o.cell(m.variant, m.format) is None]
     return comp
 
 
-def compare_cells(target: str, old: Measurement, new: Measurement, comp: Comparison) -> CellChange:
+def control_cell(report: TargetReport) -> Measurement | None:
+    """The run's control: the fp32 reference cell with interleaved rounds (every cell was timed beside it)."""
+    m = reference_cell(report)
+    return m if m is not None and m.block_p50_ms and sum(x is not None for x in m.block_p50_ms) >= MIN_ROUNDS \
+        else None
+
+
+def compare_cells(target: str, old: Measurement, new: Measurement, comp: Comparison,
+                  controls: tuple[Any, Any] = (None, None)) -> CellChange:
     """Status, latency (significance + practical size) and accuracy of one matched cell."""
     ch = CellChange(target, old.key, "same", old_p50_ms=dig(old.latency_ms, "p50"),
                     new_p50_ms=dig(new.latency_ms, "p50"), old_top1=dig(old.accuracy, "top1"),
@@ -131,7 +146,7 @@ def compare_cells(target: str, old: Measurement, new: Measurement, comp: Compari
     elif new.ok and not old.ok:
         better.append(f"now measured (was {old.status})")
     if old.ok and new.ok:
-        _latency(old, new, ch, comp, worse, better)
+        _latency(old, new, ch, comp, worse, better, controls)
         for key, label in (("top1", "top-1"), ("top1_shifted", "top-1 shifted")):
             a, b = dig(old.accuracy, key), dig(new.accuracy, key)
             if a is None or b is None:
@@ -153,8 +168,62 @@ def compare_cells(target: str, old: Measurement, new: Measurement, comp: Compari
     return ch
 
 
+# z for a two-sided 5% test plus z for 80% power: the smallest change two runs can detect is about
+# this many standard errors of the difference of their (log) replicate means.
+DETECTABLE_Z = 1.96 + 0.84
+MIN_ROUNDS = 4
+
+
+def _replicates(m: Measurement, control: Measurement | None) -> list[float]:
+    """Per-round log block medians of `m`, relative to `control`'s in the same round where there is one."""
+    own = m.block_p50_ms or []
+    if control is None or control is m:
+        return [math.log(x) for x in own if x]
+    ref = control.block_p50_ms or []
+    return [math.log(a / b) for a, b in zip(own, ref) if a and b]
+
+
+def _rounds(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison, controls: tuple[Any, Any],
+            worse: list[str], better: list[str]) -> bool:
+    """Compare at the level that varies: interleaving rounds (not iterations), relative to the run's control."""
+    co, cn = controls
+    relative = co is not None and cn is not None and old.key != co.key
+    a = _replicates(old, co if relative else None)
+    b = _replicates(new, cn if relative else None)
+    if len(a) < MIN_ROUNDS or len(b) < MIN_ROUNDS:
+        return False
+    ch.latency_change = math.exp(float(np.median(b)) - float(np.median(a))) - 1
+    mw = mann_whitney(a, b)
+    ch.p_value = mw.p_slower if ch.latency_change >= 0 else mw.p_faster
+    se = math.sqrt(float(np.var(a, ddof=1)) / len(a) + float(np.var(b, ddof=1)) / len(b))
+    ch.detectable = math.exp(DETECTABLE_Z * se) - 1
+    what = f"relative to {co.key}" if relative else "absolute (the run's machine speed included)"
+    text = (f"median {ch.old_p50_ms:.3f} → {ch.new_p50_ms:.3f} ms, {what} {100 * ch.latency_change:+.1f}% over "
+            f"{len(a)}/{len(b)} rounds (p={ch.p_value:.1e}; detectable ≥ {100 * ch.detectable:.0f}%)")
+    limit = comp.min_change if relative else max(comp.min_change, comp.min_change_absolute)
+    same_setup = all(old.settings.get(k) == new.settings.get(k) for k in ("threads", "runtime_version", "affinity")) \
+        and dig(old.artifact, "sha256") == dig(new.artifact, "sha256")
+    if not relative and same_setup:
+        # The same artifact under the same settings: an absolute change between two runs is the machine's
+        # speed in each run as much as the cell's, and nothing measured beside it can tell them apart.
+        ch.reasons.append(f"no detectable change: {text}; same artifact and settings, so the change is the "
+                          f"machine's speed between runs (the other cells are compared relative to it)")
+        return True
+    if mw.p_slower < comp.alpha and ch.latency_change > limit:
+        worse.append(f"slower: {text}")
+    elif mw.p_faster < comp.alpha and ch.latency_change < -limit:
+        better.append(f"faster: {text}")
+    else:
+        ch.reasons.append(f"no detectable change: {text}")
+    return True
+
+
 def _latency(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison,
-             worse: list[str], better: list[str]) -> None:
+             worse: list[str], better: list[str], controls: tuple[Any, Any] = (None, None)) -> None:
+    if _rounds(old, new, ch, comp, controls, worse, better):
+        return
+    # Single-process cells (bench, sequential runs): raw iterations of one process each, which ignores the
+    # variation between processes; such a verdict is weaker, and said so.
     ra, rb = old.raw_latencies_ms or [], new.raw_latencies_ms or []
     if len(ra) >= 5 and len(rb) >= 5:
         ma, mb = float(np.median(ra)), float(np.median(rb))
@@ -163,9 +232,9 @@ def _latency(old: Measurement, new: Measurement, ch: CellChange, comp: Compariso
         ch.p_value = mw.p_slower if ch.latency_change >= 0 else mw.p_faster
         text = f"median {ma:.3f} → {mb:.3f} ms ({100 * ch.latency_change:+.1f}%, p={ch.p_value:.1e})"
         if mw.p_slower < comp.alpha and ch.latency_change > comp.min_change:
-            worse.append(f"slower: {text}")
+            worse.append(f"slower: {text} (iterations of one process per run)")
         elif mw.p_faster < comp.alpha and ch.latency_change < -comp.min_change:
-            better.append(f"faster: {text}")
+            better.append(f"faster: {text} (iterations of one process per run)")
         return
     # Older reports without raw timings: the p50 confidence intervals must not overlap.
     ca, cb = dig(old.latency_ms, "p50_ci"), dig(new.latency_ms, "p50_ci")
@@ -195,6 +264,12 @@ HEADERS = ["target", "cell", "old p50 ms", "new p50 ms", "change", "p", "Δ top-
 def headline(comp: Comparison) -> str:
     r, i = len(comp.regressions), len(comp.improvements)
     matched = sum(1 for c in comp.changes if not c.verdict.startswith("only"))
+    detect = [c.detectable for c in comp.changes if c.detectable is not None]
+    if not r and not i:
+        floor = f"; the smallest latency change these runs could detect: {100 * min(detect):.0f}-" \
+                f"{100 * max(detect):.0f}% by cell" if detect else ""
+        return (f"0 regressions, 0 improvements in {matched} matched cells: no detectable change (latency compared "
+                f"over interleaving rounds, relative to the run's fp32 reference where there is one{floor})")
     return (f"{r} regression{'s' * (r != 1)}, {i} improvement{'s' * (i != 1)} in {matched} matched cells "
             f"(latency: one-sided Mann-Whitney p < {comp.alpha:g} and median change > {100 * comp.min_change:g}%; "
             f"accuracy: more than {100 * comp.max_accuracy_drop:.1f} points)")

@@ -157,7 +157,7 @@ def accuracy_scatter(report: TargetReport, rec: Recommendation) -> str:
     if floor is not None:
         body.append(f'<line class="limit" x1="{left}" x2="{right}" y1="{ys(floor):.1f}" y2="{ys(floor):.1f}"/>'
                     f'<text class="limit-label" x="{right}" y="{ys(floor) - 4:.1f}" text-anchor="end">'
-                    f'accuracy floor ({100 * c.max_accuracy_drop:.1f} pt below fp32)</text>')  # type: ignore[operator]
+                    f'accuracy limit ({100 * c.max_accuracy_drop:.1f} pt below fp32)</text>')  # type: ignore[operator]
     if c.max_latency_ms is not None and xs.lo <= c.max_latency_ms <= xs.hi:
         x = xs(c.max_latency_ms)
         body.append(f'<line class="limit" x1="{x:.1f}" x2="{x:.1f}" y1="{top}" y2="{bottom}"/>'
