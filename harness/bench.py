@@ -18,6 +18,8 @@ from harness.errors import ConfigError, ModelError
 from harness.measure.fold import to_measurement
 from harness.measure.inputs import declared_inputs, format_of, generate
 from harness.measure.jobs import timing_job
+from harness.measure.metrics import annotate
+from harness.measure.output_check import output_check
 from harness.measure.results import TargetReport
 from harness.progress import Progress
 from harness.report.files import write_summary, write_target_report
@@ -86,13 +88,21 @@ def bench(model: Path, target: str = "local-cpu", targets_file: Path | None = No
             with progress.step(f"measuring {model.name} on {tgt.name}"):
                 job = timing_job(tgt, model, fmt, Path(timing), settings.measure_config(),
                                  threads=settings.threads or tgt.threads, affinity=tgt.settings.get("affinity"))
+                job.eval_inputs = job.timing_inputs  # the device's outputs on them, for the output check
                 raw = tgt.run(job)
             m = to_measurement(model.stem, artifact, raw, job, tgt)
+            if m.ok:
+                check = output_check(model, fmt, Path(timing), raw)
+                m.accuracy = {k: check[k] for k in ("n", "agreement", "max_abs_diff") if check.get(k) is not None}
+                m.settings["output_check"] = check
+                progress(f"output check against this host's {check.get('host_runtime', 'runtime')}: "
+                         + ("ok" if check.get("passed") else check.get("reason", "not made")))
             desc = tgt.describe()
         desc["device"] = raw.data.get("device") if raw.data else None
     report = TargetReport(target=desc, measurements=[m], task={"source": "bench", "model": str(model)},
                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                           harness_version=__version__)
+    annotate(report)
     folder = write_target_report(report, out)
     write_summary([report], out)
     if not m.ok:

@@ -116,3 +116,20 @@ def test_usage_mistakes_are_one_line_too(args, needle):
     out = _cli(*args)
     assert out.returncode == 2
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("edge-harness: error: ") and needle in out.stderr
+
+
+def test_bench_checks_the_device_outputs_against_this_hosts_runtime(tmp_path, cnn_onnx):
+    from harness.bench import BenchSettings, bench
+    from harness.measure.output_check import compare_outputs
+
+    report, _ = bench(cnn_onnx, settings=BenchSettings(runs=5, warmup=1, min_time_s=0.0), out=tmp_path / "o")
+    m = report.measurements[0]
+    check = m.settings["output_check"]
+    assert check["passed"] is True and check["max_abs_diff"] == 0.0 and check["agreement"] == 1.0
+    assert m.accuracy == {"n": 1, "agreement": 1.0, "max_abs_diff": 0.0}
+    assert check["host_runtime"].startswith("onnxruntime ")
+    # A broken runtime: outputs off by a lot, or of another shape, fail the check with the reason.
+    ref = [np.array([[0.1, 2.0, -1.0]], dtype=np.float32)]
+    bad = compare_outputs([ref[0] + np.array([[3.0, 0.0, 0.0]], dtype=np.float32)], ref)
+    assert bad["passed"] is False and bad["agreement"] == 0.0 and "max abs diff 3" in bad["reason"]
+    assert compare_outputs([np.zeros((2, 3), np.float32)], ref)["passed"] is False

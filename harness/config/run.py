@@ -84,7 +84,7 @@ class MeasureConfig:
     block_runs: int = 30  # interleaved: at least this many timed runs per block ...
     block_min_s: float = 0.05  # ... and enough to last this long
     block_discard: int = 10  # untimed runs at the start of each block (caches, thread pools wake up)
-    min_rounds: int = 6  # rounds before racing may stop a cell
+    min_rounds: int = 8  # rounds before racing may stop a cell (8 at least: see measure/interleave.py)
     max_rounds: int = 15
     budget_s: float = 120.0  # wall-clock limit of the rounds on one target
     racing: bool = True  # stop timing a cell once it is clearly slower than the best cell within the limits

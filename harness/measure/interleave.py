@@ -6,7 +6,7 @@ in the race times one short block, in a random order per round, one process acti
 device that slows down (another process, heat) slows every cell of that round alike, and two
 cells' block medians of the same round pair up into a ratio (harness.measure.stats.paired_ratio).
 
-Racing: after `min_rounds`, a cell whose paired ratio to the best cell that meets the limits is
+Racing: after `min_rounds` (at least 8), a cell whose paired ratio to the best cell that meets the limits is
 above 1 with 99% confidence cannot be the pick and stops; the rounds end when every other cell
 has stopped (the pick is separated), at `max_rounds`, or when `budget_s` is spent.
 """
@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -34,7 +35,11 @@ from targets.base import Job, RawResult, Target
 from targets.resident import ResidentRunner
 
 RACING_CONFIDENCE = 0.99  # stricter than the report's 95%: a cell stopped early is never looked at again
+# The median's order-statistic interval has its nominal 99% coverage from 8 paired rounds on (with
+# fewer it is the range of the ratios, whose coverage is 1 - 2 / 2**n: 87.5% at 4 rounds).
+RACING_MIN_ROUNDS = 8
 MAX_BLOCK_RUNS = 5000
+MEM_RESERVE_MB = 512  # never start another resident runner with less than this available
 # After a block, wait until that process stops using CPU before the next cell's block starts: runtimes'
 # worker threads spin for a while after their last run (onnxruntime's pool: about 50 ms of CPU here),
 # and that must not fall into another cell's block. Polled every SETTLE_POLL_S, at most SETTLE_MAX_S.
@@ -69,13 +74,37 @@ class Lane:
         return [x for b in self.blocks if b for x in b]
 
 
+def mem_available_mb() -> float | None:
+    """MemAvailable of this machine (the resident runners are local processes), or None."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def start_lanes(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfig, progress: Progress,
-                stop: threading.Event | None) -> tuple[list[Lane], list[Measurement]]:
-    """Load every cell in its own resident runner; cells that fail to load become failed rows."""
-    lanes, failed = [], []
+                stop: threading.Event | None) -> tuple[list[Lane], list[Measurement], list[Cell]]:
+    """Load every cell in its own resident runner; cells that fail to load become failed rows.
+
+    Resident runners cost memory (tens to hundreds of MB each): once MemAvailable falls below twice
+    the largest runner's peak (and MEM_RESERVE_MB), the remaining cells are returned as `left`, to
+    be timed one after another in fresh processes instead.
+    """
+    lanes, failed, left = [], [], []
     ms = cfg.measure
-    for cell in cells:
+    for i, cell in enumerate(cells):
         if stop is not None and stop.is_set():
+            break
+        free = mem_available_mb()
+        biggest = max((float((ln.initial.data.get("memory_mb") or {}).get("peak_rss") or 0) for ln in lanes),
+                      default=0.0)
+        if free is not None and lanes and free < max(MEM_RESERVE_MB, 2 * biggest):
+            progress(f"{target.name}: {free:.0f} MB available: the other {len(cells) - i} cells are timed "
+                     f"sequentially (not resident)")
+            left = cells[i:]
             break
         try:
             job = cell_job(target, cell, prep, cfg, cell.variant.threads or ms.threads or target.threads)
@@ -98,7 +127,7 @@ def start_lanes(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfi
             continue
         lanes.append(Lane(cell, job, runner, raw, accuracy))
         progress(f"{target.name}: {cell.key}: loaded (resident runner)")
-    return lanes, failed
+    return lanes, failed, left
 
 
 def calibrate(lane: Lane, cfg: RunConfig) -> None:
@@ -143,7 +172,7 @@ def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, 
                     o.idle_cpu_s += after - b
                     o.idle_wall_s += wall
         rounds = r + 1
-        if ms.racing and rounds >= ms.min_rounds:
+        if ms.racing and rounds >= max(ms.min_rounds, RACING_MIN_ROUNDS):
             decided = cut_losers(lanes, feasible, target, report, rounds)
             for ln in decided:
                 progress(f"{target.name}: {ln.cell.key}: {ln.stopped}")
@@ -211,9 +240,11 @@ def lane_measurement(ln: Lane, target: Target, discard: int | None = None) -> Me
 
 
 def measure_interleaved(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfig, report: TargetReport,
-                        feasible: Feasible, progress: Progress, stop: threading.Event | None) -> list[Measurement]:
-    """Measure `cells` on `target` interleaved and raced; returns one Measurement per cell."""
-    lanes, failed = start_lanes(target, cells, prep, cfg, progress, stop)
+                        feasible: Feasible, progress: Progress, stop: threading.Event | None
+                        ) -> tuple[list[Measurement], list[Cell]]:
+    """Measure `cells` on `target` interleaved and raced: one Measurement per cell, and the cells left
+    for sequential timing (no memory to keep them resident)."""
+    lanes, failed, left = start_lanes(target, cells, prep, cfg, progress, stop)
     try:
         for ln in list(lanes):
             try:
@@ -232,7 +263,7 @@ def measure_interleaved(target: Target, cells: list[Cell], prep: Prepared, cfg: 
     finally:
         for ln in lanes:
             ln.runner.close()
-    return out + failed
+    return out + failed, left
 
 
 def failed_cell(cell: Cell, error: str) -> Measurement:

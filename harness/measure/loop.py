@@ -51,8 +51,12 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
     pending = [c for c in prep.cells if not _reuse(c, previous, prep, report)]
     if cfg.measure.strategy == "interleaved" and target.resident and not desc.get("error"):
         ready = [c for c in pending if c.status == "ready"]
-        rows = {m.key: m for m in measure_interleaved(target, ready, prep, cfg, report, feasible or _any,
-                                                         progress, stop)}
+        measured_rows, left = measure_interleaved(target, ready, prep, cfg, report, feasible or _any, progress, stop)
+        rows = {m.key: m for m in measured_rows}
+        for cell in left:  # no memory to keep these resident: fresh processes, one after another
+            if stop is None or not stop.is_set():
+                rows[cell.key] = measure_cell(target, cell, prep, cfg)
+                rows[cell.key].settings["strategy"] = "sequential (not enough memory to keep it resident)"
         for cell in pending:
             m = rows.get(cell.key) or _failed_cell(cell, cell.error or "not exported")
             if stop is not None and stop.is_set() and cell.status == "ready":

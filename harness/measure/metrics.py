@@ -131,6 +131,9 @@ def annotate(report: TargetReport, max_accuracy_drop: float = 0.01) -> None:
         parity = (m.artifact or {}).get("parity") or {}
         if parity and not parity.get("passed", True):
             flags.append(f"parity check failed: {parity.get('reason')}")
+        check = m.settings.get("output_check") or {}
+        if check.get("passed") is False:
+            flags.append(str(check.get("reason")))
         m.derived = d
         m.flags = flags
 
