@@ -79,13 +79,10 @@ def main() -> None:
         print(f"same pick: {n}/{len(picks)} ({common})")
         first = p50s(reports[0])
         keys = sorted(first)
-        apart = [k for k in keys if all(max(first[k], first[j]) / min(first[k], first[j]) > 1.2
-                                        for j in keys if j != k and abs(first[k] - first[j]) / first[k] < 0.2) or
-                 True]
         taus = []
         for a, b in itertools.combinations(range(len(reports)), 2):
             pa, pb = p50s(reports[a]), p50s(reports[b])
-            common_keys = [k for k in apart if k in pa and k in pb]
+            common_keys = [k for k in keys if k in pa and k in pb]
             pairs = [(k, j) for k, j in itertools.combinations(common_keys, 2)
                      if max(first[k], first[j]) / min(first[k], first[j]) > 1.2]
             if not pairs:

@@ -25,6 +25,7 @@ class ExportFn(Protocol):
         precision: str,
         out_path: Path,
         calibration: np.ndarray | None = None,
+        keep_float: tuple[str, ...] = (),
     ) -> Path: ...
 
 
@@ -76,13 +77,20 @@ class Exporter:
     precisions: tuple[str, ...]
     fn: ExportFn
     limits: str = ""  # what the format cannot do, in words for a config error ("runs fp32 only")
+    mixed: bool = False  # int8-static can keep named layers in float (`keep_float`)
 
     def __call__(self, model: Any, example: tuple[Any, ...], precision: str, out_path: Path,
-                 calibration: np.ndarray | None = None) -> Path:
+                 calibration: np.ndarray | None = None, keep_float: tuple[str, ...] = ()) -> Path:
+        """Export; `keep_float` names torch layers (`blocks.3.conv`) that stay float in an int8-static model."""
         if precision not in self.precisions:
             raise ExportError(f"{self.name} export: unsupported precision {precision!r} "
                               f"({self.name} supports {', '.join(self.precisions)})")
-        return self.fn(model, example, precision, out_path, calibration=calibration)
+        if not keep_float:
+            return self.fn(model, example, precision, out_path, calibration=calibration)
+        if not self.mixed or precision != "int8-static":
+            raise ExportError(f"{self.name} {precision} export cannot keep layers in float (only int8-static "
+                              f"of {', '.join(n for n, e in EXPORTERS.items() if e.mixed) or 'no format'})")
+        return self.fn(model, example, precision, out_path, calibration=calibration, keep_float=tuple(keep_float))
 
 
 # The one list of formats: config validation, file suffixes and `bench` read it.
@@ -90,13 +98,13 @@ EXPORTERS: dict[str, Exporter] = {}
 
 
 def register_exporter(name: str, suffix: str, precisions: tuple[str, ...],
-                      limits: str = "") -> Callable[[ExportFn], ExportFn]:
+                      limits: str = "", mixed: bool = False) -> Callable[[ExportFn], ExportFn]:
     """Register an export function under a format name ("onnx"), with its suffix and precisions."""
 
     def wrap(fn: ExportFn) -> ExportFn:
         unknown = set(precisions) - set(PRECISIONS)
         assert not unknown, f"exporter {name}: unknown precisions {sorted(unknown)}"
-        EXPORTERS[name] = Exporter(name, suffix, tuple(precisions), fn, limits)
+        EXPORTERS[name] = Exporter(name, suffix, tuple(precisions), fn, limits, mixed)
         return fn
 
     return wrap
@@ -118,6 +126,17 @@ def check_calibration(fmt: str, example: tuple[Any, ...], calibration: np.ndarra
     if tuple(calibration.shape[1:]) != want:
         raise ExportError(f"{where}: calibration samples have shape {tuple(calibration.shape[1:])}, "
                           f"the model takes {want}")
+
+
+def carries_quantization(model: Any) -> bool:
+    """Whether `model` holds a converted PT2E graph (quantize/dequantize ops from quantization-aware
+    training): int8-static then exports those ops and scales as they are, without calibration."""
+    for module in getattr(model, "modules", lambda: [])():
+        graph = getattr(module, "graph", None)
+        nodes = getattr(graph, "nodes", None)
+        if nodes is not None and any("quantized_decomposed" in str(getattr(n, "target", "")) for n in nodes):
+            return True
+    return False
 
 
 def one_line(e: BaseException) -> str:

@@ -7,6 +7,9 @@ Precisions:
   int8-dynamic  onnxruntime quantize_dynamic on Conv/MatMul/Gemm, uint8 weights, per-tensor.
   int8-static   onnxruntime quantize_static, QDQ, per-channel int8 weights, uint8 activations,
                 MinMax calibration over `calibration` (batch 1 each, at most 64 samples).
+                `keep_float` (torch layer names) become `nodes_to_exclude`: mixed precision.
+                A model from quantization-aware training (PT2E q/dq ops) is exported as it is:
+                its QuantizeLinear/DequantizeLinear pairs carry the learned scales.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from exporters.base import PRECISIONS, check_calibration, fp32_once, one_line, register_exporter
+from exporters.base import PRECISIONS, carries_quantization, check_calibration, fp32_once, one_line, register_exporter
 from exporters.errors import ExportError
 
 SUFFIX = ".onnx"
@@ -26,16 +29,21 @@ FORMAT = "onnx"
 MAX_CALIBRATION_SAMPLES = 64
 
 
-@register_exporter(FORMAT, SUFFIX, PRECISIONS)
+@register_exporter(FORMAT, SUFFIX, PRECISIONS, mixed=True)
 def export_onnx(
     model: Any,
     example: tuple[Any, ...],
     precision: str,
     out_path: Path,
     calibration: np.ndarray | None = None,
+    keep_float: tuple[str, ...] = (),
 ) -> Path:
     """Export `model` to ONNX at `precision`, validate it in onnxruntime, write `out_path` atomically."""
-    if precision == "int8-static":
+    prequantized = carries_quantization(model)
+    if prequantized and (precision != "int8-static" or keep_float):
+        raise ExportError(f"onnx {precision} export failed: a quantization-aware-trained model exports as "
+                          f"int8-static only, with every layer quantized")
+    if precision == "int8-static" and not prequantized:
         check_calibration("onnx", example, calibration)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -46,14 +54,14 @@ def export_onnx(
             fp32 = Path(tmp) / "fp32.onnx"
             fp32_once("onnx", model, example, fp32, _export_fp32)
             final = Path(tmp) / "final.onnx"
-            if precision == "fp32":
+            if precision == "fp32" or prequantized:
                 final = fp32
             elif precision == "fp16":
                 _to_fp16(fp32, final)
             elif precision == "int8-dynamic":
                 _quantize_dynamic(fp32, final)
             else:
-                _quantize_static(fp32, final, calibration)  # type: ignore[arg-type]
+                _quantize_static(fp32, final, calibration, keep_float)  # type: ignore[arg-type]
             _validate(final, example)
             os.replace(final, out_path)
     except ExportError as e:  # a validation finding: say which export it was
@@ -104,11 +112,24 @@ def _quantize_dynamic(src: Path, dst: Path) -> None:
                      op_types_to_quantize=["Conv", "MatMul", "Gemm"], per_channel=False)
 
 
-def _quantize_static(src: Path, dst: Path, calibration: np.ndarray) -> None:
+def float_nodes(graph: Any, layers: tuple[str, ...]) -> list[str]:
+    """ONNX node names of torch layers: the Conv/Gemm/MatMul reading `<layer>.weight` (dynamo keeps that
+    initializer name through BatchNorm folding); a layer that is not found is an error naming it."""
+    by_weight = {n.input[1]: n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")
+                 and len(n.input) > 1}
+    missing = [layer for layer in layers if f"{layer}.weight" not in by_weight]
+    if missing:
+        raise ExportError(f"layer {missing[0]} has no Conv/Gemm/MatMul node in the ONNX graph")
+    return [by_weight[f"{layer}.weight"] for layer in layers]
+
+
+def _quantize_static(src: Path, dst: Path, calibration: np.ndarray, keep_float: tuple[str, ...] = ()) -> None:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    input_name = onnx.load(str(src), load_external_data=False).graph.input[0].name
+    graph = onnx.load(str(src), load_external_data=False).graph
+    input_name = graph.input[0].name
+    exclude = float_nodes(graph, keep_float) if keep_float else []
     samples = _calibration_samples(calibration)
 
     class Reader(CalibrationDataReader):
@@ -122,7 +143,7 @@ def _quantize_static(src: Path, dst: Path, calibration: np.ndarray) -> None:
     # U8S8 is onnxruntime's recommended CPU pairing (fastest on x86 here, fine on ARM); QDQ is
     # the format ORT's CPU kernels fuse.
     quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=exclude)
 
 
 def _calibration_samples(calibration: np.ndarray) -> list[np.ndarray]:

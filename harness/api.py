@@ -14,7 +14,7 @@ from pathlib import Path
 
 from harness.build.pipeline import Pipeline
 from harness.config.run import RunConfig, builtin_config, load_config
-from harness.config.targets_file import load_targets_file, make_target
+from harness.config.targets_file import expand_replicas, load_targets_file, make_target
 from harness.errors import USER_ERRORS, HarnessError
 from harness.measure.loop import measure_target
 from harness.measure.results import Measurement, TargetReport, load_report
@@ -79,7 +79,7 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
     out = Path(out or cfg.out or f"reports/{cfg.name}")
     guard_out(out, resume, overwrite)
     specs = load_targets_file(targets_file)
-    names = target_names or cfg.targets
+    names = expand_replicas(target_names or cfg.targets, specs)  # a lab group of N boards: N targets
     targets: list[Target] = []
     try:
         for n in names:  # unknown names fail before any work

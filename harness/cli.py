@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
+import tempfile
 import threading
+import traceback
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 from harness import __version__
-from harness.errors import USER_ERRORS
+from harness.errors import USER_ERRORS, ConfigError
 from harness.progress import Progress
+from targets import device_lock
+
+DEBUG_ENV = "EDGE_HARNESS_DEBUG"  # =1: an unexpected exception propagates with its traceback (tests set it)
+INTERNAL_ERROR = 3  # the exit status of a bug, apart from user mistakes (2) and findings (1)
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -40,9 +47,25 @@ def _int_at_least(lo: int) -> Callable[[str], int]:
 _positive, _non_negative = _int_at_least(1), _int_at_least(0)
 
 
+def writable_folder(out: Path | None) -> None:
+    """Fail in one line before any work when the output folder cannot be created or written."""
+    if out is None:
+        return
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-check-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ConfigError(f"cannot write to the output folder {out} ({e.strerror or e}); choose another with "
+                          "--out") from None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness.api import demo_config, run_config
 
+    writable_folder(args.out)
     cfg = demo_config(quick=args.quick)
     result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
                         progress=Progress(quiet=args.quiet), resume=args.resume, overwrite=args.overwrite)
@@ -55,11 +78,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from harness.config.run import load_config
 
     cfg = load_config(args.config)
+    writable_folder(args.out or Path(cfg.out or f"reports/{cfg.name}"))
     result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
                         only=args.only, progress=Progress(quiet=args.quiet), resume=args.resume,
                         overwrite=args.overwrite)
     print(result.summary_text())
     return 0 if result.any_ok else 1
+
+
+def num(v: float | None, spec: str = ".3f") -> str:
+    """A figure, or "-" where the measuring tool gives none (a phone's benchmark_model: no p99, no CI)."""
+    return "-" if v is None else format(v, spec)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -75,13 +104,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.out = Path("reports/bench") / f"{safe_name(Path(args.model).stem)}-{stamp}"
     elif not args.overwrite:
         guard_out(args.out, resume=False, overwrite=False)
+    writable_folder(args.out)
     report, folder = bench(args.model, target=args.target, targets_file=args.targets, inputs=args.inputs,
                            settings=settings, out=args.out, progress=Progress(quiet=args.quiet))
     m = report.measurements[0]
     lat = m.latency_ms or {}
-    print(f"{Path(args.model).name} on {report.target['name']}: p50 {lat.get('p50', 0):.3f} ms "
-          f"[95% CI {lat['p50_ci'][0]:.3f}-{lat['p50_ci'][1]:.3f}], p99 {lat.get('p99', 0):.3f} ms, n={lat.get('n')}, "
-          f"cold start {m.cold_start_ms['total']:.1f} ms, peak RSS {m.memory_mb['peak_rss']:.1f} MB "
+    ci = lat.get("p50_ci")
+    print(f"{Path(args.model).name} on {report.target['name']}: p50 {num(lat.get('p50'))} ms "
+          + (f"[95% CI {ci[0]:.3f}-{ci[1]:.3f}]" if ci else "[no CI: the tool gave no samples]")
+          + f", p99 {num(lat.get('p99'))} ms, mean {num(lat.get('mean'))} ms, n={lat.get('n')}, "
+          f"cold start {m.cold_start_ms['total']:.1f} ms, peak RSS {num(m.memory_mb.get('peak_rss'), '.1f')} MB "
           f"({m.settings.get('runtime')} {m.settings.get('runtime_version')}, {m.settings.get('threads')} threads)")
     print(f"report: {folder / 'report.json'}")
     if args.verbose:
@@ -147,7 +179,13 @@ def cmd_targets_setup(args: argparse.Namespace) -> int:
 def cmd_targets_trust(args: argparse.Namespace) -> int:
     from harness.doctor import trust_target
 
-    return trust_target(args.name, args.targets, replace=args.replace, expect=args.expect)
+    return trust_target(args.name, args.targets, replace=args.replace, expect=args.expect, yes=args.yes)
+
+
+def cmd_targets_clean(args: argparse.Namespace) -> int:
+    from harness.doctor import clean_target
+
+    return clean_target(args.name, args.targets)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -165,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--target", action="append", help="measure on this target (repeatable; default local-cpu)")
         sp.add_argument("--resume", action="store_true", help="run only cells missing or failed in OUT")
         sp.add_argument("--overwrite", action="store_true", help="replace an earlier run's reports in OUT")
+        no_wait(sp)
+
+    def no_wait(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--no-wait", action="store_true",
+                        help="fail at once when another run holds a target (default: wait for it)")
 
     d = sub.add_parser("demo", help="the default evaluation, offline, on this machine")
     d.add_argument("--quick", action="store_true", help="fewer variants, data and runs (under 90 s)")
@@ -193,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--overwrite", action="store_true", help="replace reports already in --out")
     b.add_argument("-v", "--verbose", action="store_true", help="print the Markdown report")
     common(b)
+    no_wait(b)
     b.set_defaults(func=cmd_bench)
 
     t = sub.add_parser("targets", help="check or set up targets")
@@ -212,8 +256,14 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("name")
     tt.add_argument("--replace", action="store_true", help="replace a different key already recorded")
     tt.add_argument("--expect", metavar="SHA256:...", help="refuse unless the key has this fingerprint")
+    tt.add_argument("--yes", action="store_true", help="record the key shown without asking (check the "
+                    "fingerprint printed against the device's own)")
     tt.add_argument("--targets", type=Path, help="targets file (TOML)")
     tt.set_defaults(func=cmd_targets_trust)
+    tk = tsub.add_parser("clean", help="remove uploaded models, inputs and job folders from an ssh device")
+    tk.add_argument("name")
+    tk.add_argument("--targets", type=Path, help="targets file (TOML)")
+    tk.set_defaults(func=cmd_targets_clean)
 
     rp = sub.add_parser("report", help="re-render Markdown/HTML/CSV from report.json files",
                         description="Re-render report.md/report.html beside every report.json under DIR, and "
@@ -249,6 +299,8 @@ def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser
     parser = build_parser()
     args = parser.parse_args(argv)
     previous = _sigterm_as_interrupt()
+    device_lock.POLICY.wait = not getattr(args, "no_wait", False)
+    device_lock.POLICY.say = lambda line: print(f"edge-harness: {line}", file=sys.stderr, flush=True)
     try:
         return int(args.func(args))
     except USER_ERRORS as e:
@@ -257,9 +309,28 @@ def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser
     except KeyboardInterrupt:
         print("edge-harness: interrupted; finished cells are on disk (use --resume to complete)", file=sys.stderr)
         return 130
+    except Exception as e:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise  # tests (and developers) see a bug as a bug
+        print(f"edge-harness: internal error: {type(e).__name__}: {' '.join(str(e).split())[:300]} "
+              f"({_crash_log()}; please report it)", file=sys.stderr)
+        return INTERNAL_ERROR
     finally:
+        device_lock.POLICY.wait, device_lock.POLICY.say = True, None
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _crash_log() -> str:
+    """Write the current exception's traceback to a log file; returns where, for the one-line message."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=f"edge-harness-crash-{datetime.now():%Y%m%d-%H%M%S}-", suffix=".log")
+        with os.fdopen(fd, "w") as f:
+            f.write(f"edge-harness {__version__}, argv {sys.argv!r}\n")
+            traceback.print_exc(file=f)
+        return f"traceback in {path}"
+    except OSError:
+        return "the traceback could not be saved"
 
 
 def _sigterm_as_interrupt() -> object:

@@ -7,5 +7,7 @@ from targets.local import LocalTarget
 
 __all__ = ["RUNNER_PATH", "TARGETS", "Job", "LocalTarget", "RawResult", "Target", "register_target"]
 
+import targets.adb  # noqa: E402,F401  (registers kind "adb")
 import targets.gpu  # noqa: E402,F401  (registers kind "gpu")
+import targets.labgrid  # noqa: E402,F401  (registers kind "labgrid")
 import targets.ssh  # noqa: E402,F401  (registers kind "ssh")

@@ -86,6 +86,11 @@ class Target(ABC):
         """Every key a targets-file table of this kind may hold, with its allowed types."""
         return {**COMMON_SETTINGS, **cls.SETTINGS}
 
+    @classmethod
+    def replicas(cls, name: str, spec: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """The targets one targets-file table stands for (several identical boards for a lab target)."""
+        return {name: spec}
+
     def __init__(self, name: str, threads: int | None = None, **settings: Any) -> None:
         self.name = name
         self.threads = threads
@@ -113,6 +118,10 @@ class Target(ABC):
     def open_resident(self, job: Job) -> Any:
         """A resident runner (targets.resident.ResidentRunner) for `job`, on targets that keep one."""
         raise NotImplementedError(f"target kind {self.kind} runs each job in a fresh process only")
+
+    def acquire(self) -> None:
+        """Hold the device for this process until close(), so no other harness run measures there meanwhile
+        (waits while one does, or raises targets.device_lock.DeviceBusy under `--no-wait`)."""
 
     def close(self) -> None:
         """Release connections and temporary files."""

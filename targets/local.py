@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from targets.base import RUNNER_PATH, Job, RawResult, Target, register_target
+from targets.device_lock import DeviceBusy, LocalDeviceLock
 from targets.errors import TargetError
 from targets.resident import ResidentRunner
 from targets.result_files import read_result
@@ -37,6 +38,12 @@ class LocalTarget(Target):
         self._count = 0
         self._running: set[subprocess.Popen] = set()
         self._guard = threading.Lock()
+        self._device = LocalDeviceLock(self.kind)  # this machine, shared by every local target of its kind
+
+    def acquire(self) -> None:
+        """Hold this machine for this process until close() (a lock file under the user's runtime folder):
+        one job at a time across harness runs; another run meanwhile waits, or fails with `--no-wait`."""
+        self._device.acquire(self.name, cancelled=lambda: getattr(self, "_closed", False))
 
     def probe(self) -> dict[str, Any]:
         try:
@@ -46,7 +53,10 @@ class LocalTarget(Target):
             raise TargetError(f"target {self.name}: cannot run {self.python}: {e}") from None
         if out.returncode != 0:
             raise TargetError(f"target {self.name}: probe failed: {out.stderr.strip()[-300:]}")
-        return dict(json.loads(out.stdout))
+        try:  # the last line: a Python whose start-up prints (sitecustomize, a banner) prints before it
+            return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+        except (ValueError, IndexError, TypeError):
+            raise TargetError(f"target {self.name}: the probe printed no JSON: {out.stdout.strip()[-200:]!r}") from None
 
     def env(self, threads: int | None = None) -> dict[str, str]:
         """The runner's environment: OMP_NUM_THREADS follows the job's threads, as on SSH targets."""
@@ -58,6 +68,12 @@ class LocalTarget(Target):
         return env
 
     def run(self, job: Job) -> RawResult:
+        try:
+            self.acquire()
+        except DeviceBusy:
+            raise  # --no-wait: the run stops in one line instead of failing every cell
+        except TargetError as e:
+            return RawResult.failed(str(e))
         with self._guard:
             if getattr(self, "_closed", False):
                 return RawResult.failed(f"target {self.name} was closed (interrupted run); job not started")
@@ -103,6 +119,7 @@ class LocalTarget(Target):
 
     def open_resident(self, job: Job) -> ResidentRunner:
         """Start a resident runner for `job` (load, first inference, evaluation); time it with `.block()`."""
+        self.acquire()
         with self._guard:
             if getattr(self, "_closed", False):
                 raise TargetError(f"target {self.name} was closed (interrupted run); runner not started")
@@ -130,6 +147,7 @@ class LocalTarget(Target):
             running = list(self._running)
         for proc in running:
             _kill_group(proc)
+        self._device.release()
         shutil.rmtree(self._tmp, ignore_errors=True)
 
 

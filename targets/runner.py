@@ -28,6 +28,7 @@ import resource
 import sys
 import time
 import traceback
+import warnings
 
 RUNNER_VERSION = 1
 
@@ -64,13 +65,18 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def _temperatures():
+def _temperatures(root="/"):
+    """Thermal zones (millidegrees) and, on phones, the battery (tenths of a degree), in degrees C."""
     temps = {}
-    for zone in sorted(glob.glob("/sys/class/thermal/thermal_zone*")):
+    for zone in sorted(glob.glob(os.path.join(root, "sys/class/thermal/thermal_zone*"))):
         raw = _read(os.path.join(zone, "temp"))
         if raw and raw.lstrip("-").isdigit():
             kind = _read(os.path.join(zone, "type"), os.path.basename(zone))
-            temps[kind] = int(raw) / 1000.0
+            # Phones have dozens of zones, several of one type: keep each, not the last of a name.
+            temps[kind if kind not in temps else "%s/%s" % (kind, os.path.basename(zone))] = int(raw) / 1000.0
+    battery = _read(os.path.join(root, "sys/class/power_supply/battery/temp"))
+    if battery and battery.lstrip("-").isdigit():
+        temps["battery"] = int(battery) / 10.0
     return temps
 
 
@@ -81,6 +87,98 @@ def _cpu_frequencies_mhz():
         if raw and raw.isdigit():
             freqs[cpu.split("/")[-2]] = int(raw) / 1000.0
     return freqs
+
+
+def cpu_clusters(max_khz):
+    """big.LITTLE layout from each CPU's top frequency ({cpu: kHz}): clusters from slowest to fastest.
+
+    Each cluster is {"cpus": [...], "max_mhz": f}. The "big" cores are every cluster but the slowest
+    (a phone's mid and prime cores together); with one cluster every core is big.
+    """
+    by_freq = {}
+    for cpu, khz in max_khz.items():
+        by_freq.setdefault(int(khz), []).append(int(cpu))
+    return [{"cpus": sorted(cpus), "max_mhz": khz / 1000.0} for khz, cpus in sorted(by_freq.items())]
+
+
+def big_cores(clusters):
+    """The CPUs of every cluster but the slowest (all of them when there is one cluster)."""
+    if not clusters:
+        return []
+    keep = clusters[1:] if len(clusters) > 1 else clusters
+    return sorted(c for cl in keep for c in cl["cpus"])
+
+
+def _max_freqs_khz(root="/"):
+    freqs = {}
+    for cpu in glob.glob(os.path.join(root, "sys/devices/system/cpu/cpu[0-9]*/cpufreq/cpuinfo_max_freq")):
+        raw = _read(cpu)
+        if raw and raw.isdigit():
+            freqs[int(cpu.split("/")[-3][3:])] = int(raw)
+    return freqs
+
+
+def resolve_affinity(affinity, root="/"):
+    """CPU numbers for an affinity setting: a list as given, "big" or "little" from the cluster layout."""
+    if not isinstance(affinity, str):
+        return [int(c) for c in affinity]
+    clusters = cpu_clusters(_max_freqs_khz(root))
+    if affinity == "big":
+        cpus = big_cores(clusters)
+    elif affinity == "little":
+        cpus = clusters[0]["cpus"] if clusters else []
+    else:
+        raise JobFailed("affinity %r is neither a list of CPUs nor \"big\" or \"little\"" % affinity)
+    if not cpus:
+        raise JobFailed("affinity %r: this device shows no per-core frequencies (cpufreq), so its big cores "
+                        "are unknown; give a list of CPUs instead" % affinity)
+    return cpus
+
+
+GETPROP_KEYS = {"model": "ro.product.model", "manufacturer": "ro.product.manufacturer",
+                "soc": "ro.soc.model", "soc_manufacturer": "ro.soc.manufacturer", "board": "ro.board.platform",
+                "hardware": "ro.hardware", "android": "ro.build.version.release", "sdk": "ro.build.version.sdk",
+                "abi": "ro.product.cpu.abi", "abilist": "ro.product.cpu.abilist"}
+
+
+def parse_getprop(text):
+    """`getprop`'s "[key]: [value]" lines as a dict."""
+    props = {}
+    for line in (text or "").splitlines():
+        line = line.strip()
+        if line.startswith("[") and "]: [" in line and line.endswith("]"):
+            key, value = line[1:-1].split("]: [", 1)
+            props[key] = value
+    return props
+
+
+def android_card(props):
+    """The phone's description from its properties: model, SoC, Android version, ABI (None: not Android)."""
+    if not props.get("ro.build.version.release"):
+        return None
+    card = {name: props.get(key) for name, key in GETPROP_KEYS.items()}
+    card["soc"] = card["soc"] or card["board"] or card["hardware"]
+    return card
+
+
+def _android():
+    """This device's Android card (getprop) and Termux prefix, None off Android."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("getprop") or ("/system/bin/getprop" if os.path.exists("/system/bin/getprop") else None)
+    if not exe:
+        return None
+    try:
+        out = subprocess.run([exe], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    card = android_card(parse_getprop(out))
+    if card is None:
+        return None
+    prefix = os.environ.get("PREFIX") or ""
+    card["termux_prefix"] = prefix if "com.termux" in prefix or os.environ.get("TERMUX_VERSION") else None
+    return card
 
 
 def _throttled():
@@ -136,7 +234,11 @@ def probe(full=True):
     if not full:
         return state
     affinity = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    clusters = cpu_clusters(_max_freqs_khz())
     state.update({
+        "cpu_clusters": clusters,
+        "big_cores": big_cores(clusters) if len(clusters) > 1 else None,
+        "android": _android(),
         "hostname": platform.node(),
         "machine": platform.machine(),
         "os": platform.platform(),
@@ -350,6 +452,8 @@ def import_runtime(job):
     """Import the runtime module a job needs; a missing one is reported when the session opens."""
     import importlib
 
+    # onnxruntime warns "Unsupported platform (android)" under Termux's Python; it runs all the same.
+    warnings.filterwarnings("ignore", message=r"Unsupported platform \(android\)")
     fmt, runtime = job.get("format"), job.get("runtime")
     names = {"onnx": ["onnxruntime"], "torch": ["torch"],
              "tflite": {"ai-edge-litert": ["ai_edge_litert.interpreter"],
@@ -553,7 +657,8 @@ def execute(job, keep=None):
     result = {"runner_version": RUNNER_VERSION, "status": "ok", "error": None}
     if job.get("affinity"):
         try:
-            os.sched_setaffinity(0, set(int(c) for c in job["affinity"]))
+            job["affinity"] = resolve_affinity(job["affinity"])
+            os.sched_setaffinity(0, set(job["affinity"]))
         except (OSError, AttributeError, ValueError) as e:
             raise JobFailed("cannot pin to CPUs %s: %s" % (job["affinity"], e))
     if not job.get("threads"):

@@ -76,3 +76,4 @@ def server(tmp_path_factory) -> Iterator[Sshd | None]:
     s = start_sshd(tmp_path_factory.mktemp("sshd"))
     yield s
     s.stop()
+os.environ.setdefault("EDGE_HARNESS_DEBUG", "1")  # bugs raise in tests; the CLI turns them into one line only for users

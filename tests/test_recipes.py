@@ -11,7 +11,8 @@ import torch
 
 from harness.build.data import Dataset, load_textures
 from harness.build.models import MBConv, build_model, count_params
-from harness.build.recipes import RECIPES, apply_recipe, global_magnitude_masks
+from harness.build.pruning import count_macs_params
+from harness.build.recipes import RECIPES, apply_recipe, check_recipe, global_magnitude_masks
 from harness.build.training import (
     evaluate,
     finetune_cached,
@@ -163,21 +164,37 @@ def test_prune_structured_shrinks_tiny_cnn(data: Dataset, tiny: torch.nn.Module)
     assert model(x).shape == tiny(x).shape == (4, 3)
 
 
-def test_prune_structured_shrinks_mbconv_hidden_channels(data: Dataset) -> None:
+def test_prune_structured_keeps_mbconv_blocks_consistent(data: Dataset) -> None:
     reference = build_model("efficientnet_lite0_student", 3).eval()
     model, info = apply_recipe("prune_structured", reference, data, {"finetune_epochs": 0})
     old = [b for b in reference.modules() if isinstance(b, MBConv)]
     new = [b for b in model.modules() if isinstance(b, MBConv)]
     for a, b in zip(old, new, strict=True):
-        if a.expand is None:
-            assert b.hidden_channels == a.hidden_channels
-            continue
-        assert b.hidden_channels == a.hidden_channels // 2
-        assert b.expand.conv.out_channels == b.depthwise.conv.groups == b.project.conv.in_channels
-        assert b.project.conv.out_channels == a.project.conv.out_channels
-    assert info["params"] < 0.8 * count_params(reference)
+        assert b.hidden_channels < a.hidden_channels
+        assert b.depthwise.conv.groups == b.depthwise.conv.out_channels == b.hidden_channels  # still depthwise
+        if b.expand is not None:
+            assert b.expand.conv.out_channels == b.hidden_channels == b.project.conv.in_channels
+    assert model.classifier.out_features == 3
+    assert info["params"] < 0.5 * count_params(reference)
     with torch.no_grad():
         assert model(torch.from_numpy(data.x_test[:2])).shape == (2, 3)
+
+
+@pytest.mark.parametrize("importance", ["l1", "taylor"])
+def test_prune_structured_to_a_macs_budget(data: Dataset, tiny: torch.nn.Module, importance: str) -> None:
+    example = torch.from_numpy(data.x_test[:1])
+    macs0, _ = count_macs_params(tiny, example)
+    model, _ = apply_recipe("prune_structured", tiny, data, {"macs_fraction": 0.4, "importance": importance,
+                                                             "finetune_epochs": 0})
+    macs, _ = count_macs_params(model, example)
+    assert 0.2 * macs0 < macs <= 0.4 * macs0
+
+
+def test_distill_into_a_users_student(data: Dataset, tiny: torch.nn.Module) -> None:
+    model, info = apply_recipe("distill", tiny, data, {"student": "archs:resnet", "epochs": 1})
+    assert type(model).__name__ == "TinyResNet" and info["settings"]["student"] == "archs:resnet"
+    with pytest.raises(ConfigError, match="archs:nothing"):
+        check_recipe("distill", tiny, data, {"student": "archs:nothing"})
 
 
 def test_distill_gives_smaller_student(data64: Dataset) -> None:
@@ -197,6 +214,8 @@ def test_recipe_errors(data: Dataset, tiny: torch.nn.Module) -> None:
         apply_recipe("prune", tiny, data, {"sparsity": "half"})
     with pytest.raises(ConfigError, match="sparsity"):
         apply_recipe("prune", tiny, data, {"sparsity": 1.5})
-    with pytest.raises(ConfigError, match="unknown model"):
+    with pytest.raises(ConfigError, match="'student' must be one of"):
         apply_recipe("distill", tiny, data, {"student": "nope"})
-    assert set(RECIPES) == {"reference", "prune", "prune_structured", "distill"}
+    with pytest.raises(ConfigError, match="cannot reach the budget"):
+        apply_recipe("prune_structured", tiny, data, {"macs_fraction": 0.001, "finetune_epochs": 0})
+    assert set(RECIPES) == {"reference", "prune", "prune_structured", "distill", "qat", "mixed_precision"}

@@ -187,7 +187,10 @@ def test_unknown_host_key_is_refused_until_trusted(tmp, server, cnn_onnx, workdi
     # `trust` is the explicit step: it shows the fingerprint and records the key.
     assert main(["targets", "trust", "fresh", "--targets", str(tf), "--expect", "SHA256:wrong"]) != 0
     assert not kh.exists()
-    assert main(["targets", "trust", "fresh", "--targets", str(tf)]) == 0
+    capsys.readouterr()
+    assert main(["targets", "trust", "fresh", "--targets", str(tf)]) != 0  # not confirmed (no answer on stdin)
+    assert "not confirmed" in _one_line_error(capsys) and not kh.exists()
+    assert main(["targets", "trust", "fresh", "--targets", str(tf), "--yes"]) == 0
     out = capsys.readouterr().out
     assert "SHA256:" in out and kh.read_text() == server.known_hosts_line()
     with make_target("fresh", load_targets_file(tf)) as t:
@@ -204,7 +207,8 @@ def test_changed_host_key_is_refused(tmp, server, workdir):
         t.probe()
     assert "\n" not in str(e.value)
     assert main(["targets", "trust", "moved", "--targets", str(tf)]) != 0  # no silent replacement
-    assert main(["targets", "trust", "moved", "--targets", str(tf), "--replace"]) == 0
+    assert main(["targets", "trust", "moved", "--targets", str(tf), "--replace"]) != 0  # asks; no answer: no
+    assert main(["targets", "trust", "moved", "--targets", str(tf), "--replace", "--yes"]) == 0
     assert kh.read_text() == server.known_hosts_line()
 
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import exporters
-from harness.build import models, recipes, training
+from harness.build import models, pruning, qat, recipes, sensitivity, training, user_model
 from harness.build.user_model import import_factory
 from harness.config import recipes as recipe_specs
 
 CONVERTERS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxconverter-common", "litert-torch",
-              "ai-edge-quantizer")
+              "ai-edge-quantizer", "torchao", "torch-pruning")
 
 
 def default_cache_dir() -> Path:
@@ -74,6 +74,6 @@ def model_code_hash(factory: str | None) -> str:
 def code_hash() -> str:
     """Hash of the code that shapes a variant, so a changed recipe never reuses a stale cache entry."""
     h = hashlib.sha256()
-    for module in (recipes, models, training, recipe_specs):
+    for module in (recipes, models, training, pruning, qat, sensitivity, user_model, recipe_specs):
         h.update(Path(inspect.getfile(module)).read_bytes())
     return h.hexdigest()[:16]

@@ -217,6 +217,10 @@ MODELS: dict[str, Callable[[int, bool], nn.Module]] = {
 }
 
 
+# Built-in models with pretrained weights (the others start from random weights).
+PRETRAINED = ("efficientnet_lite0",)
+
+
 def build_model(name: str, num_classes: int, pretrained: bool = True) -> nn.Module:
     """Build a registered model by name (in train mode; call .eval() before inference)."""
     if name not in MODELS:

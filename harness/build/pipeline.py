@@ -16,18 +16,17 @@ import numpy as np
 import torch
 
 from exporters import EXPORTERS
-from exporters.base import Artifact, sha256_file
+from exporters.base import Artifact, carries_quantization
 from exporters.graph import onnx_graph_stats
 from harness.build import data as D
-from harness.build import models as M
 from harness.build import recipes as R
 from harness.build import training as T
-from harness.build.cache import code_hash, content_key, default_cache_dir, exporter_hash, model_code_hash, model_digest
+from harness.build.cache import code_hash, content_key, default_cache_dir, exporter_hash, model_digest
 from harness.build.cells import Cell, Prepared, TorchVariant
 from harness.build.parity import check_artifact
-from harness.build.user_model import check_fits_data, import_factory, load_checkpoint
+from harness.build.reference import baselines, flag_chance, train_reference
 from harness.config.run import RunConfig, VariantConfig
-from harness.errors import USER_ERRORS, ConfigError, ExportError
+from harness.errors import ConfigError, ExportError
 from harness.progress import Progress
 
 
@@ -53,67 +52,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ reference
     def reference(self, data: Any, prep: Prepared) -> tuple[Any, str]:
-        """The fine-tuned fp32 torch model and its checkpoint hash."""
-        mc, fc = self.cfg.model, self.cfg.finetune
-        n_classes = len(data.classes)
-        if mc.factory:
-            factory = import_factory(mc.factory)
-
-            def build() -> Any:
-                try:
-                    model = factory(num_classes=n_classes)
-                except Exception as e:
-                    raise ConfigError(f"model.factory {mc.factory} raised {type(e).__name__}: {e}") from None
-                if not isinstance(model, torch.nn.Module):
-                    raise ConfigError(f"model.factory {mc.factory} returned {type(model).__name__}, not a "
-                                      f"torch.nn.Module")
-                if mc.checkpoint:
-                    load_checkpoint(model, Path(mc.checkpoint))
-                check_fits_data(model, data, mc.factory or "")
-                return model
-            name = mc.factory
-            ckpt_hash = sha256_file(Path(mc.checkpoint)) if mc.checkpoint else None
-        else:
-            def build() -> Any:
-                model = M.build_model(mc.builtin or "", n_classes, pretrained=mc.pretrained)
-                check_fits_data(model, data, mc.builtin or "")
-                return model
-            name, ckpt_hash = mc.builtin, None
-        if fc.epochs == 0 and fc.unfreeze_epochs == 0:
-            torch.manual_seed(self.cfg.seed)  # a random head must be the same in every run (lineage, --resume)
-            model = build().eval()
-            sha = ckpt_hash or content_key(name, "untrained")
-        else:
-            with self.progress.step(f"fine-tuning {name} on {data.name} ({len(data.y_train)} train samples)"):
-                model, sha = T.finetune_cached(
-                    build, data, self.cache / "checkpoints", {"model": name, "checkpoint": ckpt_hash,
-                                                              "pretrained": mc.pretrained,
-                                                              "code": model_code_hash(mc.factory)},
-                    epochs=fc.epochs, unfreeze_epochs=fc.unfreeze_epochs, lr=fc.lr, batch_size=fc.batch_size,
-                    seed=self.cfg.seed, progress=self.progress)
-        model.eval()
-        prep.task["model"] = name
-        prep.task["checkpoint_sha256"] = sha
-        prep.task["finetuned_top1"] = T.evaluate(model, data.x_test, data.y_test)
-        if fc.baselines and mc.builtin:
+        """The trained fp32 torch model and its checkpoint hash (and the no-transfer baselines)."""
+        model, sha = train_reference(self.cfg, data, self.cache, self.progress, prep.task)
+        if self.cfg.finetune.baselines and self.cfg.model.builtin:
             with self.progress.step("training baselines without the pretrained weights"):
-                prep.task["baselines"] = self.baselines(data, build_scratch=lambda: M.build_model(
-                    mc.builtin or "", n_classes, pretrained=False))
+                prep.task["baselines"] = baselines(self.cfg, data, self.cache)
         return model, sha
-
-    def baselines(self, data: Any, build_scratch: Any) -> dict[str, float]:
-        """Accuracy without transfer: the same network from random weights, and pixels + a linear model."""
-        fc = self.cfg.finetune
-        # Trained whole (a head on random features learns nothing): the fair no-transfer baseline.
-        scratch, _ = T.finetune_cached(build_scratch, data, self.cache / "checkpoints",
-                                       {"model": self.cfg.model.builtin, "pretrained": False},
-                                       epochs=fc.scratch_epochs, lr=1e-3, batch_size=fc.batch_size,
-                                       seed=self.cfg.seed)
-        # BatchNorm running statistics lag far behind a network trained from scratch for a few
-        # epochs (eval mode then predicts one class); re-estimate them on the training data.
-        R.recalibrate_bn(scratch, data)
-        return {"same network, random init": T.evaluate(scratch.eval(), data.x_test, data.y_test),
-                "linear model on pixels": T.pixel_baseline_accuracy(data)}
 
     # ------------------------------------------------------------------- variants
     def torch_variant(self, v: VariantConfig, reference: Any, ref_sha: str, data: Any,
@@ -137,8 +81,12 @@ class Pipeline:
                                                  progress=self.progress)
                 cache_file.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cache_file.with_suffix(".tmp")
-                torch.save({"model": model, "info": info}, tmp)
-                os.replace(tmp, cache_file)
+                try:
+                    torch.save({"model": model, "info": info}, tmp)
+                    os.replace(tmp, cache_file)
+                except Exception as e:  # noqa: BLE001 - e.g. an exported graph that does not pickle
+                    tmp.unlink(missing_ok=True)
+                    self.progress(f"recipe {v.recipe}: not cached ({type(e).__name__})")
         model.eval()
         tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
                           digest=model_digest(model))
@@ -155,7 +103,8 @@ class Pipeline:
         example = (torch.from_numpy(data.x_test[:1]),)
         calib = data.x_train[: min(64, len(data.x_train))] if v.precision == "int8-static" else None
         calib_hash = None if calib is None else hashlib.sha256(calib.tobytes()).hexdigest()
-        key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash)
+        keep_float = tuple(tv.info.get("float_layers") or ())
+        key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash, keep_float)
         cached = self.cache / "artifacts" / f"{key}{ext}"
         try:
             if cached.is_file():
@@ -163,7 +112,8 @@ class Pipeline:
                 self.progress(f"export {cell.key} ({v.precision}): cached")
             else:
                 with self.progress.step(f"export {cell.key} ({v.precision})"):
-                    EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib)
+                    EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib,
+                                           keep_float=keep_float)
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
                 shutil.copyfile(path, tmp)
@@ -212,9 +162,11 @@ class Pipeline:
     def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
         """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
         path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}.onnx"
+        # A quantization-aware-trained model exports only as its int8 graph.
+        precision = "int8-static" if carries_quantization(tv.model) else "fp32"
         try:
             if not path.exists():
-                EXPORTERS["onnx"](tv.model, (torch.from_numpy(data.x_test[:1]),), "fp32", path)
+                EXPORTERS["onnx"](tv.model, (torch.from_numpy(data.x_test[:1]),), precision, path)
             tv.graph = onnx_graph_stats(path)
         except Exception as e:
             self.progress(f"MAC count for {tv.recipe} unavailable: {type(e).__name__}: {e}")
@@ -230,11 +182,13 @@ class Pipeline:
                          n_train=int(len(data.y_train)), n_test=int(len(data.y_test)),
                          input_shape=list(data.input_shape), max_accuracy_drop=self.cfg.report.max_accuracy_drop,
                          constraints={k: v for k, v in vars(self.cfg.report).items() if v is not None})
-        reference, ref_sha = self.reference(data, prep)
         variants = [v for v in self.cfg.variants if not only or v.name in only]
         if only and not variants:
             raise ConfigError(f"--only {', '.join(only)}: no such variant (have: "
                               f"{', '.join(v.name for v in self.cfg.variants)})")
+        for v in variants:  # before any training: settings, and that a student builds and fits the data
+            R.check_recipe(v.recipe, None, data, v.settings)
+        reference, ref_sha = self.reference(data, prep)
         # Evaluation inputs: the clean test set, then a shifted copy; the device runs both.
         n_eval = self.cfg.data.eval_samples or len(data.x_test)
         x_clean, y = data.x_test[:n_eval], data.y_test[:n_eval]
@@ -247,6 +201,7 @@ class Pipeline:
         prep.labels, prep.n_clean = y, len(y)
         prep.reference_outputs = T.predict(reference, x_eval)
         prep.task["reference_top1"] = float(np.mean(prep.reference_outputs[: len(y)].argmax(1) == y))
+        flag_chance(prep.task, int(np.sum(prep.reference_outputs[: len(y)].argmax(1) == y)), len(y), self.progress)
         if self.cfg.data.shifted:
             prep.task["reference_top1_shifted"] = float(np.mean(prep.reference_outputs[len(y):].argmax(1) == y))
         prep.task["reference_variant"] = next((v.name for v in self.cfg.variants
@@ -254,13 +209,16 @@ class Pipeline:
         for v in variants:
             try:
                 tv = self.torch_variant(v, reference, ref_sha, data, prep)
-            except USER_ERRORS:
-                raise  # a bad setting is the user's to fix: stop with its message
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a recipe that cannot apply fails its cells, not the run
+                why = " ".join(str(e).split())[:300]
+                self.progress(f"recipe {v.recipe} for {v.name} failed: {type(e).__name__}: {why}")
                 for fmt in v.formats:
                     prep.cells.append(Cell(v, fmt, status="failed",
-                                           error=f"recipe {v.recipe} failed: {type(e).__name__}: {e}"))
+                                           error=f"recipe {v.recipe} failed: {type(e).__name__}: {why}"))
                 continue
+            if "sensitivity" in tv.info and "sensitivity" not in prep.task:
+                prep.task["sensitivity"] = {"variant": v.name, "float_layers": tv.info["float_layers"],
+                                            "rows": tv.info["sensitivity"]}
             if tv.outputs is None:
                 tv.outputs = T.predict(tv.model, x_eval)
                 tv.info["host_top1"] = float(np.mean(tv.outputs[: len(y)].argmax(1) == y))

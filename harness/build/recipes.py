@@ -1,7 +1,8 @@
 """Compression recipes: the function behind each recipe that harness.config.recipes names.
 
 `apply_recipe` never touches the reference: each recipe works on a deep copy and returns a
-plain nn.Module (no pruning reparametrisations) that exports like the original.
+plain nn.Module (no pruning reparametrisations) that exports like the original; `qat` returns
+its converted int8 graph wrapped as a module. `check_recipe` runs before any training.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import torch
 from torch import nn
 
 from harness.build.data import Dataset
-from harness.build.models import ConvBN, MBConv, TinyCNN, build_model, count_params, sparsity
-from harness.build.training import Progress, evaluate, train
+from harness.build.models import MODELS, build_model, count_params, sparsity
+from harness.build.pruning import prune_channels
+from harness.build.qat import quantization_aware_training
+from harness.build.sensitivity import layer_sensitivity
+from harness.build.training import Progress, evaluate, has_head, recalibrate_bn, train
+from harness.build.user_model import check_fits_data, import_factory
 from harness.config.recipes import RECIPES, Settings
 from harness.errors import ConfigError
 
@@ -59,112 +64,25 @@ def _prune(model: nn.Module, data: Dataset, s: Settings, progress: Progress | No
 
 # ---- structured (channel) pruning ---------------------------------------------------------
 
-def _slice_conv(conv: nn.Conv2d, out_idx: torch.Tensor | None = None,
-                in_idx: torch.Tensor | None = None) -> nn.Conv2d:
-    """A smaller copy of `conv` keeping output channels `out_idx` / input channels `in_idx`."""
-    w = conv.weight.detach()
-    depthwise = conv.groups == conv.in_channels == conv.out_channels and conv.groups > 1
-    if out_idx is not None:
-        w = w[out_idx]
-    if in_idx is not None and not depthwise:
-        w = w[:, in_idx]
-    cout = w.shape[0]
-    cin = cout if depthwise else w.shape[1] * conv.groups
-    new = nn.Conv2d(cin, cout, conv.kernel_size, conv.stride, conv.padding,
-                    groups=cout if depthwise else conv.groups, bias=conv.bias is not None)
-    new.weight.data.copy_(w)
-    if conv.bias is not None:
-        bias = conv.bias.detach()
-        new.bias.data.copy_(bias[out_idx] if out_idx is not None else bias)
-    return new
-
-
-def _slice_bn(bn: nn.BatchNorm2d, idx: torch.Tensor) -> nn.BatchNorm2d:
-    """A BatchNorm2d over the channels `idx` of `bn`, statistics included."""
-    new = nn.BatchNorm2d(len(idx), eps=bn.eps, momentum=bn.momentum)
-    new.weight.data.copy_(bn.weight.detach()[idx])
-    new.bias.data.copy_(bn.bias.detach()[idx])
-    new.running_mean.copy_(bn.running_mean[idx])
-    new.running_var.copy_(bn.running_var[idx])
-    new.num_batches_tracked.copy_(bn.num_batches_tracked)
-    return new
-
-
-def _keep_count(channels: int, ratio: float) -> int:
-    return max(1, channels - round(ratio * channels))
-
-
-@torch.no_grad()
-def shrink_mbconv(block: MBConv, ratio: float) -> None:
-    """Remove `ratio` of the block's hidden channels in place, lowest importance first.
-
-    Importance: L1 norm of the channel's expand filter times its project weights, i.e.
-    how strongly a channel is produced and how strongly it reaches the block output.
-    """
-    if block.expand is None:
-        return  # without an expand conv the hidden channels are the block's inputs
-    score = block.expand.conv.weight.abs().sum((1, 2, 3)) * \
-        block.project.conv.weight.abs().sum((0, 2, 3))
-    keep = torch.sort(torch.topk(score, _keep_count(len(score), ratio)).indices).values
-    block.expand.conv = _slice_conv(block.expand.conv, out_idx=keep)
-    block.expand.bn = _slice_bn(block.expand.bn, keep)
-    block.depthwise.conv = _slice_conv(block.depthwise.conv, out_idx=keep)
-    block.depthwise.bn = _slice_bn(block.depthwise.bn, keep)
-    block.project.conv = _slice_conv(block.project.conv, in_idx=keep)
-
-
-@torch.no_grad()
-def shrink_conv_chain(model: TinyCNN, ratio: float) -> None:
-    """Remove `ratio` of each conv layer's output channels (and the matching inputs after it)."""
-    layers: list[ConvBN] = list(model.convs)  # type: ignore[arg-type]
-    for i, layer in enumerate(layers):
-        score = layer.conv.weight.abs().sum((1, 2, 3))
-        keep = torch.sort(torch.topk(score, _keep_count(len(score), ratio)).indices).values
-        layer.conv = _slice_conv(layer.conv, out_idx=keep)
-        layer.bn = _slice_bn(layer.bn, keep)
-        if i + 1 < len(layers):
-            layers[i + 1].conv = _slice_conv(layers[i + 1].conv, in_idx=keep)
-        else:
-            # Pooling keeps channel order, so the classifier's inputs are these channels.
-            old = model.classifier
-            model.classifier = nn.Linear(len(keep), old.out_features)
-            model.classifier.weight.data.copy_(old.weight.detach()[:, keep])
-            model.classifier.bias.data.copy_(old.bias.detach())
-
-
-@torch.no_grad()
-def recalibrate_bn(model: nn.Module, data: Dataset, batch_size: int = 64) -> None:
-    """Re-estimate BatchNorm running statistics on the training data (after removing channels)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    saved = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average over the whole pass
-    model.train()
-    x = torch.from_numpy(data.x_train)
-    for i in range(0, len(x), batch_size):
-        model(x[i:i + batch_size])
-    for bn, momentum in zip(bns, saved, strict=True):
-        bn.momentum = momentum
-    model.eval()
+def _example(data: Dataset) -> torch.Tensor:
+    return torch.from_numpy(data.x_train[:1])
 
 
 def _prune_structured(model: nn.Module, data: Dataset, s: Settings,
                       progress: Progress | None) -> nn.Module:
-    if not 0.0 <= s["ratio"] < 1.0:
-        raise ConfigError(f"prune_structured ratio must be in [0, 1), got {s['ratio']}")
-    blocks = [m for m in model.modules() if isinstance(m, MBConv)]
-    if blocks:
-        for block in blocks:
-            shrink_mbconv(block, s["ratio"])
-    elif isinstance(model, TinyCNN):
-        shrink_conv_chain(model, s["ratio"])
-    else:
-        raise ConfigError("prune_structured supports EfficientNet-Lite (MBConv) and tiny_cnn models")
+    torch.manual_seed(s["seed"])
+    batch = (torch.from_numpy(data.x_train[:64]), torch.from_numpy(data.y_train[:64]))
+    counts = prune_channels(model, _example(data), s["ratio"], s["importance"], s["macs_fraction"],
+                            s["params_fraction"], batch=batch)
+    if progress:
+        progress(f"pruned channels: MACs {counts['macs_before']:,} -> {counts['macs_after']:,}, "
+                 f"params {counts['params_before']:,} -> {counts['params_after']:,}")
     # Removing channels shifts every later activation: re-estimate BN statistics, refit the
-    # classifier on the new features (cheap, cached), then fine-tune the whole network.
-    recalibrate_bn(model, data)
-    train(model, data, HEAD_REFIT_EPOCHS, seed=s["seed"], freeze_backbone=True)
+    # classifier on the new features (cheap, cached) where the model has that split, then
+    # fine-tune the whole network.
+    recalibrate_bn(model, data.x_train)
+    if has_head(model):
+        train(model, data, HEAD_REFIT_EPOCHS, seed=s["seed"], freeze_backbone=True)
     train(model, data, s["finetune_epochs"], lr=s["lr"], seed=s["seed"], freeze_bn=True,
           keep_best=True, progress=progress)
     return model
@@ -172,17 +90,65 @@ def _prune_structured(model: nn.Module, data: Dataset, s: Settings,
 
 # ---- distillation -------------------------------------------------------------------------
 
+def build_student(s: Settings, teacher: nn.Module, data: Dataset) -> nn.Module:
+    """The student a distill recipe trains: built-in, a user's factory, or the pruned teacher."""
+    torch.manual_seed(s["seed"])  # the student's initialisation is part of the recipe
+    name, n = s["student"], len(data.classes)
+    if name == "pruned":
+        student = copy.deepcopy(teacher)
+        prune_channels(student, _example(data), s["student_ratio"])
+        recalibrate_bn(student, data.x_train)
+        return student
+    if ":" in name:
+        try:
+            factory = import_factory(name)
+        except ConfigError as e:
+            raise ConfigError(f"distill student {name}: {str(e).removeprefix('model.factory: ')}") from None
+        try:
+            student = factory(num_classes=n)
+        except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
+            raise ConfigError(f"distill student {name} raised {type(e).__name__}: {e}") from None
+        if not isinstance(student, nn.Module):
+            raise ConfigError(f"distill student {name} returned {type(student).__name__}, not a torch.nn.Module")
+    else:
+        student = build_model(name, n, pretrained=True)
+    check_fits_data(student, data, f"distill student {name}")
+    return student.train()
+
+
 def _distill(teacher: nn.Module, data: Dataset, s: Settings,
              progress: Progress | None) -> nn.Module:
-    torch.manual_seed(s["seed"])  # the student's initialisation is part of the recipe
-    student = build_model(s["student"], len(data.classes), pretrained=True)
+    student = build_student(s, teacher, data)
     return train(student, data, s["epochs"], lr=s["lr"], batch_size=s["batch_size"], seed=s["seed"],
                  teacher=teacher, distill_alpha=s["alpha"], distill_temperature=s["temperature"],
                  keep_best=True, progress=progress)
 
 
+# ---- quantization -------------------------------------------------------------------------
+
+def _qat(model: nn.Module, data: Dataset, s: Settings, progress: Progress | None) -> nn.Module:
+    return quantization_aware_training(model, data, s, progress)
+
+
+def _mixed_precision(model: nn.Module, data: Dataset, s: Settings, progress: Progress | None) -> nn.Module:
+    """The model unchanged; its per-layer sensitivity and float layers go to `info` (see apply_recipe)."""
+    return model
+
+
 def _reference(model: nn.Module, data: Dataset, s: Settings, progress: Progress | None) -> nn.Module:
     return model
+
+
+def sensitivity_info(model: nn.Module, data: Dataset, s: Settings) -> dict[str, Any]:
+    """Per-layer int8 sensitivity on validation samples and the layers a mixed variant keeps float."""
+    x_eval, y_eval = data.x_val[: s["samples"]], data.y_val[: s["samples"]]
+    if len(x_eval) == 0:
+        x_eval, y_eval = data.x_train[: s["samples"]], data.y_train[: s["samples"]]
+    rows = layer_sensitivity(model, data.x_train[:64], x_eval, y_eval)
+    keep = [r["layer"] for r in rows[: s["float_layers"]]]
+    for r in rows:
+        r["kept_float"] = r["layer"] in keep
+    return {"sensitivity": rows, "float_layers": keep}
 
 
 # The behaviour of each recipe named in harness.config.recipes (the one list of names and settings).
@@ -192,8 +158,11 @@ IMPLEMENTATIONS: dict[str, RecipeFn] = {
     "prune": _prune,
     "prune_structured": _prune_structured,
     "distill": _distill,
+    "qat": _qat,
+    "mixed_precision": _mixed_precision,
 }
 assert set(IMPLEMENTATIONS) == set(RECIPES), "every configured recipe has one implementation"
+assert set(RECIPES["distill"].choices["student"]) == {*MODELS, "pruned"}, "students are the built-in models"
 
 
 def apply_recipe(recipe: str, reference: nn.Module, data: Dataset, settings: Settings | None,
@@ -205,4 +174,14 @@ def apply_recipe(recipe: str, reference: nn.Module, data: Dataset, settings: Set
     model = IMPLEMENTATIONS[recipe](copy.deepcopy(reference), data, effective, progress).eval()
     info = {"params": count_params(model), "sparsity": sparsity(model), "settings": effective,
             "val_accuracy": evaluate(model, data.x_val, data.y_val)}
+    if recipe == "mixed_precision":
+        info.update(sensitivity_info(model, data, effective))
     return model, info
+
+
+def check_recipe(recipe: str, reference: nn.Module, data: Dataset, settings: Settings | None) -> Settings:
+    """What can be checked before any training: the settings, and that a distill student builds and fits."""
+    effective = RECIPES[recipe].resolve(settings)
+    if recipe == "distill" and effective["student"] != "pruned":
+        build_student(effective, reference, data)
+    return effective

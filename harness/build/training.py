@@ -23,11 +23,12 @@ from harness.errors import ConfigError
 Progress = Callable[[str], None]
 # Learning rate of unfrozen pretrained layers relative to the head's.
 UNFREEZE_LR_FACTOR = 0.01
+TRAINABLE = ("auto", "head", "tail", "all")
 # Bump when training changes what a given set of arguments produces: old checkpoints go stale.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
-def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def random_flips(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal and vertical flips per sample (textures are flip-invariant)."""
     n = x.shape[0]
     h = torch.rand(n, generator=gen) < 0.5
@@ -36,7 +37,7 @@ def _flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(v[:, None, None, None], x.flip(2), x)
 
 
-def _has_head(model: nn.Module) -> bool:
+def has_head(model: nn.Module) -> bool:
     """Whether the model splits into features() and a Linear `classifier` (all harness models do)."""
     return isinstance(getattr(model, "classifier", None), nn.Linear) and \
         callable(getattr(model, "features", None))
@@ -53,7 +54,7 @@ def features(model: nn.Module, x: np.ndarray | torch.Tensor, batch_size: int = 1
 def _train_head(model: nn.Module, data: Dataset, epochs: int, lr: float, batch_size: int,
                 gen: torch.Generator, progress: Progress | None) -> nn.Module:
     """Train only the classifier on backbone features computed once (all four flips)."""
-    if not _has_head(model):
+    if not has_head(model):
         raise ConfigError("freeze_backbone needs a model with features() and a Linear classifier")
     head: nn.Linear = model.classifier  # type: ignore[assignment]
     x = torch.from_numpy(data.x_train)
@@ -83,7 +84,11 @@ def _fit(model: nn.Module, data: Dataset, epochs: int, lr: float, batch_size: in
          alpha: float = 0.7, temperature: float = 4.0, freeze_bn: bool = False,
          keep_best: bool = False, after_step: Callable[[nn.Module], None] | None = None,
          progress: Progress | None = None, label: str = "epoch") -> nn.Module:
-    """The training loop over images: only `params` train; see `train` for the options."""
+    """The training loop over images: only `params` train; see `train` for the options.
+
+    With BatchNorm training, its running statistics are re-estimated before each validation:
+    from random weights they lag far behind (eval mode would then predict one class).
+    """
     x = torch.from_numpy(data.x_train)
     y = torch.from_numpy(data.y_train)
     soft = None
@@ -111,7 +116,7 @@ def _fit(model: nn.Module, data: Dataset, epochs: int, lr: float, batch_size: in
             idx = order[i:i + batch_size]
             if len(idx) < 2:  # BatchNorm cannot train on a batch of one
                 continue
-            logits = model(_flip(x[idx], gen))
+            logits = model(random_flips(x[idx], gen))
             loss = F.cross_entropy(logits, y[idx])
             if soft is not None:
                 kd = F.kl_div(F.log_softmax(logits / t, 1), F.softmax(soft[idx] / t, 1),
@@ -124,6 +129,8 @@ def _fit(model: nn.Module, data: Dataset, epochs: int, lr: float, batch_size: in
                 after_step(model)
             total += float(loss.detach()) * len(idx)
         message = f"{label} {epoch + 1}/{epochs}: loss {total / len(x):.4f}"
+        if best is not None and not freeze_bn:
+            recalibrate_bn(model, x)
         if best is not None:
             val = evaluate(model, data.x_val, data.y_val)
             message += f", val accuracy {val:.3f}"
@@ -139,36 +146,61 @@ def _fit(model: nn.Module, data: Dataset, epochs: int, lr: float, batch_size: in
 
 
 def _transfer(model: nn.Module, data: Dataset, epochs: int, unfreeze_epochs: int, lr: float,
-              batch_size: int, gen: torch.Generator, progress: Progress | None) -> nn.Module:
-    """Two-stage transfer learning: the head on cached features, then the tail unfrozen."""
-    # Unfrozen pretrained layers need smaller steps than a fresh head; BN statistics stay
-    # fixed because a few small batches of one task would overwrite ImageNet's.
-    tail_lr = lr * UNFREEZE_LR_FACTOR
-    if not _has_head(model):
-        # A user's model without a features()/classifier split: fine-tune it whole, gently.
-        return _fit(model, data, epochs + unfreeze_epochs, tail_lr, batch_size, gen,
-                    list(model.parameters()), freeze_bn=True, keep_best=True, progress=progress)
+              batch_size: int, gen: torch.Generator, progress: Progress | None, pretrained: bool = True,
+              trainable: str = "auto", freeze_bn: bool | None = None,
+              lr_factor: float = UNFREEZE_LR_FACTOR) -> nn.Module:
+    """Transfer learning from pretrained weights, or training from random weights (see `train`)."""
+    plan = training_plan(model, pretrained, trainable, freeze_bn)
+    # Unfrozen pretrained layers need smaller steps than a fresh head.
+    tail_lr = lr * lr_factor if pretrained else lr
+    if plan["trainable"] == "all":
+        return _fit(model, data, epochs + unfreeze_epochs, tail_lr, batch_size, gen, list(model.parameters()),
+                    freeze_bn=plan["bn_frozen"], keep_best=True, progress=progress)
     _train_head(model, data, epochs, lr, batch_size, gen, progress)
-    if unfreeze_epochs == 0:
+    if unfreeze_epochs == 0 or plan["trainable"] == "head":
         return model
     tail = finetune_tail(model)
     params = [p for m in tail for p in m.parameters()] if tail else list(model.parameters())
-    return _fit(model, data, unfreeze_epochs, tail_lr, batch_size, gen, params, freeze_bn=True,
+    return _fit(model, data, unfreeze_epochs, tail_lr, batch_size, gen, params, freeze_bn=plan["bn_frozen"],
                 keep_best=True, progress=progress, label="unfrozen epoch")
+
+
+def training_plan(model: nn.Module, pretrained: bool, trainable: str = "auto",
+                  freeze_bn: bool | None = None) -> dict[str, Any]:
+    """What transfer training does with this model (which parameters, BatchNorm), also in words."""
+    if trainable not in TRAINABLE:
+        raise ConfigError(f"finetune.train must be one of {', '.join(TRAINABLE)}, got {trainable!r}")
+    if trainable == "auto":
+        trainable = "tail" if pretrained and has_head(model) else "all"
+    if trainable in ("head", "tail") and not has_head(model):
+        raise ConfigError(f"finetune.train = {trainable!r} needs a model with features() and a Linear "
+                          f"classifier; use 'all'")
+    # BN statistics of pretrained layers stay fixed (a few small batches of one task would
+    # overwrite ImageNet's); a network from random weights must learn them.
+    bn_frozen = bool(pretrained if freeze_bn is None else freeze_bn)
+    what = {"head": "classifier only, on frozen features", "tail": "classifier, then the last blocks unfrozen",
+            "all": "the whole network"}[trainable]
+    origin = "fine-tuned from pretrained weights" if pretrained else "trained from random weights"
+    return {"pretrained": pretrained, "trainable": trainable, "bn_frozen": bn_frozen,
+            "text": f"{origin}: {what}; BatchNorm statistics {'frozen' if bn_frozen else 'trained'}"}
 
 
 def train(model: nn.Module, data: Dataset, epochs: int, lr: float = 1e-3, batch_size: int = 32,
           seed: int = 0, freeze_backbone: bool = False, teacher: nn.Module | None = None,
           distill_alpha: float = 0.7, distill_temperature: float = 4.0,
           progress: Progress | None = None, unfreeze_epochs: int | None = None,
-          freeze_bn: bool = False, keep_best: bool = False,
-          after_step: Callable[[nn.Module], None] | None = None) -> nn.Module:
+          freeze_bn: bool | None = None, keep_best: bool = False,
+          after_step: Callable[[nn.Module], None] | None = None, pretrained: bool = True,
+          trainable: str = "auto", lr_factor: float = UNFREEZE_LR_FACTOR) -> nn.Module:
     """Train `model` in place on data.x_train (seeded, flip augmentation); returns it in eval mode.
 
     `freeze_backbone`: only the classifier trains, on cached features. `unfreeze_epochs=k`
     (transfer learning): `epochs` of the head, then k epochs with the last blocks unfrozen at
     lr/100, keeping the best state on validation. With `teacher`: loss = alpha*T^2*KL(teacher
-    || student at temperature T) + (1-alpha)*CE. `freeze_bn` keeps BatchNorm statistics fixed;
+    || student at temperature T) + (1-alpha)*CE. `pretrained=False` (with `unfreeze_epochs`): the
+    whole network trains at `lr`, BatchNorm included; `trainable` ("auto", "head", "tail", "all")
+    picks the parameters, `lr_factor` the pretrained layers' relative learning rate. `freeze_bn` keeps
+    BatchNorm statistics fixed (None: fixed only when transferring pretrained weights);
     `keep_best` restores the state (initial or after an epoch) with the best validation
     accuracy; `after_step(model)` runs after each optimizer step (pruning masks).
     """
@@ -180,11 +212,12 @@ def train(model: nn.Module, data: Dataset, epochs: int, lr: float = 1e-3, batch_
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if unfreeze_epochs is not None:
-        return _transfer(model, data, epochs, unfreeze_epochs, lr, batch_size, gen, progress)
+        return _transfer(model, data, epochs, unfreeze_epochs, lr, batch_size, gen, progress, pretrained,
+                         trainable, freeze_bn, lr_factor)
     if freeze_backbone:
         return _train_head(model, data, epochs, lr, batch_size, gen, progress)
     return _fit(model, data, epochs, lr, batch_size, gen, list(model.parameters()), teacher,
-                distill_alpha, distill_temperature, freeze_bn, keep_best, after_step, progress)
+                distill_alpha, distill_temperature, bool(freeze_bn), keep_best, after_step, progress)
 
 
 @torch.inference_mode()
@@ -201,6 +234,26 @@ def evaluate(model: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 6
     if len(x) == 0:
         return float("nan")
     return float((predict(model, x, batch_size).argmax(1) == np.asarray(y)).mean())
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, x: torch.Tensor | np.ndarray, batch_size: int = 64) -> None:
+    """Re-estimate BatchNorm running statistics on `x` (training data), cumulatively over one pass."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    x = torch.as_tensor(x)
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average over the whole pass
+    model.train()
+    for i in range(0, len(x), batch_size):
+        if len(x[i:i + batch_size]) > 1:
+            model(x[i:i + batch_size])
+    for bn, momentum in zip(bns, saved, strict=True):
+        bn.momentum = momentum
+    model.eval()
 
 
 def pixel_baseline_accuracy(data: Dataset, steps: int = 300, weight_decay: float = 1e-3) -> float:

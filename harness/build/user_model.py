@@ -56,3 +56,29 @@ def check_fits_data(model: Any, data: Any, name: str) -> None:
     if got != want:
         raise ModelError(f"model {name} returns {got} for {len(x)} samples; expected {want}: one score per class "
                          f"({len(data.classes)} classes in {data.name})")
+
+
+def has_initial_bn_statistics(model: Any) -> bool:
+    """Whether every BatchNorm layer still has its initial statistics (mean 0, var 1): a model that has
+    never seen data, so not pretrained. False for a model without BatchNorm (nothing to tell by)."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+           and m.running_mean is not None]
+    return bool(bns) and all(bool((m.running_mean == 0).all() and (m.running_var == 1).all()) for m in bns)
+
+
+@torch.no_grad()
+def kaiming_init(model: Any) -> Any:
+    """Re-initialise conv/linear weights (He normal, fan-out), zero biases, BatchNorm to identity: a
+    start that trains from scratch (some libraries' defaults, e.g. normal std 0.02, leave a deep CNN stuck)."""
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Conv1d, torch.nn.Conv2d)):
+            torch.nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, torch.nn.Linear):
+            torch.nn.init.normal_(m.weight, 0.0, 0.01)
+        elif isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.affine:
+            torch.nn.init.ones_(m.weight)
+        else:
+            continue
+        if getattr(m, "bias", None) is not None:
+            torch.nn.init.zeros_(m.bias)
+    return model

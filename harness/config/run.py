@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tomllib
 import types
 import typing
@@ -23,7 +24,10 @@ class ModelConfig:
     builtin: str | None = "efficientnet_lite0"
     factory: str | None = None  # "package.module:function", called as function(num_classes=N)
     checkpoint: str | None = None  # a state dict for the factory's model (already fine-tuned, or the base)
-    pretrained: bool = True
+    # None: built-in models load their weights; a factory's model counts as pretrained when it comes with
+    # a checkpoint or its BatchNorm statistics are not at their initial values (it has seen data).
+    pretrained: bool | None = None
+    init: str = "model"  # "model": the weights as built; "kaiming": conv/linear re-initialised (He) first
 
 
 @dataclass
@@ -46,6 +50,11 @@ class FinetuneConfig:
     batch_size: int = 32
     baselines: bool = True  # train baselines without the pretrained weights
     scratch_epochs: int = 3  # epochs for the same network trained from random weights
+    # Which parameters train: "auto" (pretrained: head, then the last blocks, or the whole network gently
+    # without a features()/classifier split; from random weights: the whole network), "head", "tail", "all".
+    train: str = "auto"
+    freeze_bn: bool | None = None  # None: BatchNorm statistics frozen for pretrained weights only
+    lr_factor: float = 0.01  # learning rate of pretrained layers relative to `lr` (from random weights: 1)
 
 
 @dataclass
@@ -156,6 +165,8 @@ def _check_type(value: Any, hint: Any, key: str, where: str) -> Any:
         raise ConfigError(f"{where}: {key} must be {hint.__name__}, got {value!r}")
     if not isinstance(value, hint):
         raise ConfigError(f"{where}: {key} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"{where}: {key} must be a finite number, got {value!r}")
     return value
 
 
@@ -181,8 +192,14 @@ def _one_of(value: Any, allowed: tuple[str, ...], key: str, where: str) -> None:
         raise ConfigError(f"{where}: {key} = {value!r} is not one of {', '.join(allowed)}")
 
 
+MAX_NAME = 100  # a name becomes a folder or file name: past this, file systems refuse it (255 bytes)
+
+
 def validate(cfg: RunConfig, where: str) -> None:
     """Check values that types alone cannot: names, ranges, files, combinations."""
+    if len(cfg.name) > MAX_NAME or not cfg.name.strip() or any(c in cfg.name for c in "/\\\0"):
+        raise ConfigError(f"{where}: name must be a plain name of 1 to {MAX_NAME} characters (no slashes), got "
+                          f"{cfg.name[:40]!r}{'...' if len(cfg.name) > 40 else ''}")
     m = cfg.model
     if (m.builtin is None) == (m.factory is None):
         raise ConfigError(f"{where}: set exactly one of model.builtin and model.factory")
@@ -190,6 +207,10 @@ def validate(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: model.factory must look like 'package.module:function', got {m.factory!r}")
     if m.checkpoint is not None and not Path(m.checkpoint).expanduser().is_file():
         raise ConfigError(f"{where}: model.checkpoint file not found: {m.checkpoint}")
+    _one_of(m.init, ("model", "kaiming"), "model.init", where)
+    _one_of(cfg.finetune.train, ("auto", "head", "tail", "all"), "finetune.train", where)
+    if not 0 < cfg.finetune.lr_factor <= 1 or cfg.finetune.lr <= 0:
+        raise ConfigError(f"{where}: finetune.lr must be > 0 and finetune.lr_factor in (0, 1]")
     _one_of(cfg.data.source, DATA_SOURCES, "data.source", where)
     if cfg.data.source != "textures":
         if not cfg.data.path:
@@ -208,12 +229,21 @@ def validate(cfg: RunConfig, where: str) -> None:
         seen.add(v.name)
         if not v.name or any(c in v.name for c in "/\\\0") or v.name.startswith("."):
             raise ConfigError(f"{where}: {key}.name {v.name!r} must be a plain name (no slashes)")
+        if len(v.name) > MAX_NAME:
+            raise ConfigError(f"{where}: {key}.name is {len(v.name)} characters long; at most {MAX_NAME}")
         _one_of(v.recipe, tuple(RECIPES), f"{key}.recipe", where)
         try:
-            RECIPES[v.recipe].resolve(v.settings)  # unknown or mistyped settings fail before any training
+            resolved = RECIPES[v.recipe].resolve(v.settings)  # unknown or mistyped settings fail before training
         except ConfigError as e:
             raise ConfigError(f"{where}: {key}.settings: {e}") from None
+        for k, x in (resolved or {}).items():
+            if isinstance(x, float) and not math.isfinite(x):
+                raise ConfigError(f"{where}: {key}.settings.{k} must be a finite number, got {x!r}")
         _one_of(v.precision, PRECISIONS, f"{key}.precision", where)
+        wanted = RECIPES[v.recipe].precisions
+        if wanted and v.precision not in wanted:
+            raise ConfigError(f"{where}: {key}: recipe {v.recipe!r} makes precision {', '.join(wanted)}, "
+                              f"not {v.precision!r}")
         if not v.formats:
             raise ConfigError(f"{where}: {key}.formats is empty")
         for f in v.formats:

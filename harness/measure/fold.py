@@ -63,17 +63,18 @@ def to_measurement(variant: str, artifact: Artifact, raw: RawResult, job: Job, t
     m = Measurement(variant=variant, format=artifact.format, status="failed", artifact=artifact.to_dict(),
                     settings=settings)
     if not raw.ok:
+        m.status = "skipped" if raw.status == "skipped" else "failed"
         m.error = raw.error or "failed"
         return m
     d = raw.data
     lat = d.get("latencies_ns") or []
-    if not lat:
+    summary = d.get("latency_summary_ms")  # a native tool's figures, not samples (adb: benchmark_model)
+    if not lat and not summary:
         m.error = "runner returned no timings"
         return m
-    stats = LatencyStats.from_ns(lat)
     m.status = "ok"
-    m.latency_ms = stats.to_dict()
-    m.raw_latencies_ms = [round(x / 1e6, 6) for x in lat]
+    m.latency_ms = LatencyStats.from_ns(lat).to_dict() if lat else summary_stats(summary)
+    m.raw_latencies_ms = [round(x / 1e6, 6) for x in lat] if lat else None
     imp = d.get("runtime_import_ns", 0)
     m.cold_start_ms = {"runtime_import": imp / 1e6, "load": d["load_ns"] / 1e6,
                        "first_inference": d["first_inference_ns"] / 1e6,
@@ -85,12 +86,21 @@ def to_measurement(variant: str, artifact: Artifact, raw: RawResult, job: Job, t
         mem["load_increase"] = mem["rss_after_load"] - mem["rss_before_load"]
     m.memory_mb = mem
     m.accuracy = accuracy
-    settings.update(runs=stats.n, threads=d.get("threads"), runtime=d.get("runtime"),
+    settings.update(runs=m.latency_ms["n"], threads=d.get("threads"), runtime=d.get("runtime"),
                     runtime_version=d.get("runtime_version"), stopped_by=d.get("stopped_by"),
-                    warmup=len(d.get("warmup_ns") or []), providers=d.get("providers"))
+                    warmup=d.get("warmup_runs", len(d.get("warmup_ns") or [])), providers=d.get("providers"))
+    settings.update(d.get("tool_settings") or {})  # what a native tool measured, and what it could not
     m.device_state = {"before": _state(d.get("device")), "during": d.get("device_during"),
                       "after": d.get("device_after")}
     return m
+
+
+def summary_stats(summary: dict[str, Any]) -> dict[str, Any]:
+    """LatencyStats' keys from a tool's summary figures (ms); what it did not print stays None, the p50 CI
+    always: without the samples there is nothing to build it from, and it is not invented."""
+    out = {k: summary.get(k) for k in LatencyStats.__dataclass_fields__}
+    out.update(p50_ci=None, source=summary.get("source"))
+    return out
 
 
 def _state(probe: dict[str, Any] | None) -> dict[str, Any] | None:

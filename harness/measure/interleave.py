@@ -233,10 +233,38 @@ def lane_measurement(ln: Lane, target: Target, discard: int | None = None) -> Me
     m = to_measurement(ln.cell.variant.name, ln.cell.artifact, raw, ln.job, target, ln.accuracy)  # type: ignore[arg-type]
     m.block_p50_ms = ln.block_p50_ms
     m.settings.update(strategy="interleaved", runs_per_block=ln.runs, block_discard=discard, stopped=ln.stopped,
-                      rounds_timed=sum(b is not None for b in ln.blocks))
+                      rounds_timed=sum(b is not None for b in ln.blocks),
+                      round_p50_ms=[x for x in ln.block_p50_ms if x is not None])
     if ln.idle_wall_s > 0:
         m.settings["idle_cpu_fraction"] = ln.idle_cpu_s / ln.idle_wall_s
     return m
+
+
+DRIFT_ROUNDS = 3  # rounds at each end of the run whose block medians are compared
+STABILITY_LIMIT = 0.10
+
+
+def device_drift(lanes: list[Lane]) -> dict[str, Any] | None:
+    """How much the device's speed moved during the rounds: the longest-timed cell's first vs last rounds.
+
+    Interleaving makes such a drift hit every cell of a round alike, so the paired comparisons hold;
+    the absolute figures of the run are then an average over the drift, which the warning says.
+    """
+    timed = [ln for ln in lanes if sum(b is not None for b in ln.blocks) >= 2 * DRIFT_ROUNDS]
+    if not timed:
+        return None
+    ln = max(timed, key=lambda x: sum(b is not None for b in x.blocks))
+    p50s = [x for x in ln.block_p50_ms if x is not None]
+    first, last = float(np.median(p50s[:DRIFT_ROUNDS])), float(np.median(p50s[-DRIFT_ROUNDS:]))
+    change = last / first - 1
+    out: dict[str, Any] = {"cell": ln.cell.key, "p50_first_ms": first, "p50_again_ms": last, "change": change,
+                           "stable": abs(change) <= STABILITY_LIMIT, "basis": f"median of the first and last "
+                           f"{DRIFT_ROUNDS} interleaved rounds"}
+    if not out["stable"]:
+        out["warning"] = (f"the device's speed moved {100 * change:+.0f}% during the run ({ln.cell.key}: "
+                          f"{first:.3f} -> {last:.3f} ms p50 between the first and last rounds); cells were "
+                          f"interleaved, so their ratios are paired, but absolute figures average over the drift")
+    return out
 
 
 def measure_interleaved(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfig, report: TargetReport,
@@ -254,6 +282,7 @@ def measure_interleaved(target: Target, cells: list[Cell], prep: Prepared, cfg: 
                 ln.runner.close()
                 failed.append(failed_cell(ln.cell, f"warm-up block failed: {e}"))
         report.measurement = race(lanes, cfg, feasible, target, report, progress, stop, seed=cfg.seed)
+        report.target["stability"] = device_drift(lanes)
         out = []
         for ln in lanes:
             if not ln.pooled_ns():

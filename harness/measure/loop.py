@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from exporters.base import sha256_file
 from harness import __version__
 from harness.build.cells import Cell, Prepared
 from harness.config.run import RunConfig
@@ -19,7 +22,8 @@ from harness.measure.metrics import annotate
 from harness.measure.results import Measurement, TargetReport
 from harness.measure.stats import LatencyStats
 from harness.progress import Progress
-from targets.base import Job, Target
+from targets.base import RUNNER_PATH, Job, Target
+from targets.device_lock import DeviceBusy
 
 # Called with the report after each cell, so finished cells survive an interruption (the face passes
 # the report stage's writer: the measure stage does not know how reports are rendered).
@@ -35,6 +39,12 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
     blocks (harness.measure.interleave). Sequential: one fresh process per cell, one after another.
     When `stop` is set (an interrupted run) it returns between cells; a cell cut off by it is dropped.
     """
+    try:
+        target.acquire()  # one job per device across processes: waits for another run, or fails (--no-wait)
+    except DeviceBusy:
+        raise
+    except USER_ERRORS:
+        pass  # an unreachable device: the probe below says why, in the report
     desc = target.describe()
     try:
         desc["device"] = target.probe()
@@ -48,7 +58,7 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
         covered = {c.key for c in prep.cells}
         report.measurements += [m for m in previous.measurements if m.key not in covered]
     measured = 0
-    pending = [c for c in prep.cells if not _reuse(c, previous, prep, report)]
+    pending = [c for c in prep.cells if not _reuse(c, previous, prep, report, _fingerprint(c, cfg, target, desc))]
     if cfg.measure.strategy == "interleaved" and target.resident and not desc.get("error"):
         ready = [c for c in pending if c.status == "ready"]
         measured_rows, left = measure_interleaved(target, ready, prep, cfg, report, feasible or _any, progress, stop)
@@ -63,6 +73,7 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
                 continue  # cut off by an interruption: not a result, leave it to --resume
             progress(f"{target.name}: {cell.key}: " + (f"p50 {m.latency_ms['p50']:.3f} ms" if m.ok and m.latency_ms
                                                         else f"{m.status}: {m.error}"))
+            m.settings["fingerprint"] = _fingerprint(cell, cfg, target, desc)
             report.measurements.append(m)
         annotate(report, cfg.report.max_accuracy_drop)
         save(report)
@@ -83,6 +94,7 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
             break  # this cell's runner was killed by the interruption: not a result, leave it to --resume
         progress(f"{target.name}: {cell.key}: " + (f"p50 {m.latency_ms['p50']:.3f} ms" if m.ok and m.latency_ms
                                                     else f"{m.status}: {m.error}"))
+        m.settings["fingerprint"] = _fingerprint(cell, cfg, target, desc)
         report.measurements.append(m)
         annotate(report, cfg.report.max_accuracy_drop)
         save(report)  # finished cells survive an interruption
@@ -97,15 +109,37 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
     return report
 
 
-def _reuse(cell: Cell, previous: TargetReport | None, prep: Prepared, report: TargetReport) -> bool:
-    """--resume: keep an earlier run's ok cell of the same artifact and evaluation set (added to `report`)."""
+def _reuse(cell: Cell, previous: TargetReport | None, prep: Prepared, report: TargetReport, fingerprint: str) -> bool:
+    """--resume: keep an earlier run's ok cell of the same artifact, evaluation set and fingerprint (everything
+    else that changes a figure), adding it to `report`."""
     old = previous.cell(cell.variant.name, cell.format) if previous else None
     same_eval = old is not None and (old.accuracy or {}).get("n") == prep.n_clean
     if old is not None and old.ok and same_eval and cell.artifact and \
-            (old.artifact or {}).get("sha256") == cell.artifact.sha256:
+            (old.artifact or {}).get("sha256") == cell.artifact.sha256 and \
+            old.settings.get("fingerprint") == fingerprint:
         report.measurements.append(old)
         return True
     return False
+
+
+DEVICE_IDENTITY = ("hostname", "machine", "os", "cpu_model", "cores", "mem_total_mb", "python", "python_executable",
+                   "runtimes", "runner_version", "affinity")
+
+
+def _fingerprint(cell: Cell, cfg: RunConfig, target: Target, desc: dict[str, Any]) -> str:
+    """A hash of everything besides the artifact that changes a cell's figures: measurement settings
+    (threads, runs, mode, affinity, strategy, ...), the variant's own, the data settings, the target's
+    settings, the device's identity and the runner's code."""
+    device = desc.get("device") or {}
+    parts = {"measure": asdict(cfg.measure), "variant": asdict(cell.variant), "data": asdict(cfg.data),
+             "target": [desc.get("name"), desc.get("kind"), desc.get("host"), target.threads,
+                        getattr(target, "affinity", None), target.settings.get("affinity")],
+             "device": {k: device.get(k) for k in DEVICE_IDENTITY}, "runner": _runner_sha256()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _runner_sha256() -> str:
+    return sha256_file(RUNNER_PATH)
 
 
 def _any(report: TargetReport, m: Measurement) -> bool:

@@ -5,6 +5,8 @@ Markdown, HTML and CSV all read these, so the three always show the same figures
 
 from __future__ import annotations
 
+import hashlib
+import re
 from typing import Any, Callable
 
 from harness.measure.results import Measurement, TargetReport
@@ -215,9 +217,33 @@ def task_line(report: TargetReport) -> str | None:
         line += f", on shifted data {percent(task['reference_top1_shifted'])}"
     if "finetuned_top1" in task:
         base = ", ".join(f"{k} {percent(v)}" for k, v in (task.get("baselines") or {}).items())
-        line += f". Fine-tuned from pretrained weights: {percent(task['finetuned_top1'])}"
-        line += f"; without transfer: {base}" if base else ""
+        pretrained = (task.get("training") or {}).get("pretrained", True)
+        line += f". {'Fine-tuned from pretrained weights' if pretrained else 'Trained from random weights'}: " \
+                f"{percent(task['finetuned_top1'])}"
+        line += f"; without transfer: {base}" if base and pretrained else ""
+    if (task.get("training") or {}).get("text"):
+        line += f". Training: {task['training']['text']}"
     return line + "."
+
+
+def chance_warning(report: TargetReport) -> str | None:
+    """The warning that the reference is not clearly above chance (binomial test), or None."""
+    return (report.task.get("chance") or {}).get("warning")
+
+
+SENSITIVITY_COLUMNS = ("layer", "kind", "weights", "SQNR dB", "agreement", "Δ top-1 pt", "kept float")
+
+
+def sensitivity_rows(report: TargetReport) -> list[tuple[str, ...]]:
+    """Per-layer int8 sensitivity (each layer quantized alone), most sensitive first, as display strings."""
+    rows = (report.task.get("sensitivity") or {}).get("rows") or []
+    return [(r["layer"], r["kind"], count(r.get("params")), f"{r['sqnr_db']:.1f}", f"{r['agreement']:.3f}",
+             points(-r["top1_drop"]), "yes" if r.get("kept_float") else "") for r in rows]
+
+
+SENSITIVITY_NOTE = ("Each conv/linear layer quantized alone (int8 weights per channel, uint8 input per tensor over "
+                    "the calibration range), all others float, on validation samples; SQNR of the logits against "
+                    "fp32 (lower: int8 hurts more). The mixed-precision variant keeps the layers marked float.")
 
 
 FOOTNOTE = ("Latency: batch 1, after warm-up, per-iteration `perf_counter_ns` on the device; p50 CI is the "
@@ -239,8 +265,14 @@ def cell_keys(reports: list[TargetReport]) -> list[str]:
 
 
 def safe_name(name: str) -> str:
-    """A file-system-safe folder name for a target name (no separators, no dot-dot)."""
-    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".")
-    return cleaned or "target"
+    """A file-system-safe folder name for a target name (no separators, no dot-dot, at most 80 characters).
+
+    A name that had to be changed gets a short hash of the original, so two names that differ only in the
+    changed characters ("pi 4" and "pi/4") never share a folder.
+    """
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", name).strip(".")[:80]
+    if cleaned == name and cleaned:
+        return cleaned
+    return f"{cleaned or 'target'}-{hashlib.sha256(name.encode(errors='surrogatepass')).hexdigest()[:8]}"
 
 

@@ -125,5 +125,10 @@ def _plain(v: Any) -> Any:
         return ""
     if isinstance(v, float):
         return repr(v)  # full precision; spreadsheets parse it
+    if isinstance(v, str) and v[:1] in FORMULA_STARTS:
+        return "'" + v  # text from a device or a file name must never run as a spreadsheet formula
     return v
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 

@@ -14,7 +14,10 @@ from harness.measure.results import TargetReport, write_atomic
 from harness.report.cells import (
     COLUMNS,
     FOOTNOTE,
+    SENSITIVITY_COLUMNS,
+    SENSITIVITY_NOTE,
     cell_keys,
+    chance_warning,
     device_card,
     dig,
     interval,
@@ -22,6 +25,7 @@ from harness.report.cells import (
     percent_ci,
     ratio_text,
     safe_name,
+    sensitivity_rows,
     size_text,
     task_line,
     tie_lines,
@@ -85,6 +89,17 @@ def lineage_block(report: TargetReport) -> str:
     return "".join(items)
 
 
+def sensitivity_block(report: TargetReport) -> str:
+    """The per-layer int8 sensitivity table as a card, or "" when no variant measured it."""
+    rows = sensitivity_rows(report)
+    if not rows:
+        return ""
+    head = "".join(f"<th>{esc(c)}</th>" for c in SENSITIVITY_COLUMNS)
+    body = "".join("<tr>" + "".join(f"<td>{esc(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return (f'<section class="card"><h2>Per-layer int8 sensitivity</h2><p class="note">{esc(SENSITIVITY_NOTE)}</p>'
+            f'<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></section>')
+
+
 def render_target_html(report: TargetReport, rec: Recommendation | None = None) -> str:
     """The per-target page: device card, recommendation, sortable table, plots, lineage."""
     rec = rec or recommend(report)
@@ -93,7 +108,10 @@ def render_target_html(report: TargetReport, rec: Recommendation | None = None) 
     task = task_line(report)
     warning = (report.target.get("stability") or {}).get("warning")
     stab = f'<p style="color:#b45309"><b>Warning:</b> {esc(warning)}.</p>' if warning else ""
-    body = (f'<h1>edge-harness report: {esc(name)}</h1><section class="card device"><h2>Device</h2>'
+    chance = chance_warning(report)
+    body = (f'<h1>edge-harness report: {esc(name)}</h1>'
+            + (f'<p class="card" style="color:#b91c1c"><b>Warning:</b> {esc(chance)}.</p>' if chance else "")
+            + f'<section class="card device"><h2>Device</h2>'
             f'<dl>{card}</dl>{f"<p>{esc(task)}</p>" if task else ""}{stab}</section>{recommendation_block(rec)}'
             f'<section class="card"><h2>Cells</h2><p class="note">Click a header to sort. Δ columns are '
             f'percentage points against the fp32 reference.</p>{cells_table(report, rec)}</section>'
@@ -102,6 +120,7 @@ def render_target_html(report: TargetReport, rec: Recommendation | None = None) 
             f'{accuracy_scatter(report, rec)}</section>'
             f'<section class="card"><h2>Latency distribution</h2>{latency_boxes(report.measurements)}</section>'
             f'<section class="card"><h2>Artifact size</h2>{size_bars(report, rec)}</section>'
+            f'{sensitivity_block(report)}'
             f'<section class="card"><h2>Lineage</h2>{lineage_block(report)}</section>'
             f'<p class="note">{esc(FOOTNOTE)}</p>')
     return page(f"edge-harness: {name}", body)

@@ -8,13 +8,17 @@ from harness.measure.results import TargetReport
 from harness.report.cells import (
     FOOTNOTE,
     MARKDOWN_COLUMNS,
+    SENSITIVITY_COLUMNS,
+    SENSITIVITY_NOTE,
     cell_keys,
+    chance_warning,
     device_card,
     dig,
     interval,
     number,
     percent_ci,
     ratio_text,
+    sensitivity_rows,
     size_text,
     task_line,
     tie_lines,
@@ -43,6 +47,8 @@ def render_markdown(report: TargetReport, rec: Recommendation | None = None) -> 
     """The per-target Markdown report: device card, the cell table, the recommendation, failures and flags."""
     rec = rec or recommend(report)
     lines = [f"# edge-harness report: {report.target.get('name')}", ""]
+    if warning := chance_warning(report):
+        lines += [f"> **Warning:** {warning}.", ""]
     lines += [f"- {label}: {text}" for label, text in device_card(report)] + [""]
     if task := task_line(report):
         lines += [task, ""]
@@ -63,12 +69,14 @@ def render_markdown(report: TargetReport, rec: Recommendation | None = None) -> 
     if stab.get("warning"):
         lines += ["", "## Device stability", "", f"**Warning:** {stab['warning']}."]
     elif stab.get("stable"):
-        lines += ["", "## Device stability", "", f"{stab['cell']} timed again after all cells: p50 "
+        how = stab.get("basis") or "timed again after all cells"
+        lines += ["", "## Device stability", "", f"{stab['cell']} ({how}): p50 "
                   f"{stab['p50_first_ms']:.3f} -> {stab['p50_again_ms']:.3f} ms ({100 * stab['change']:+.1f}%), "
                   f"within ±{100 * 0.10:.0f}%: the device ran at the same speed throughout."]
     lines += rounds_markdown(report)
     lines += threads_sweep_markdown(report)
     lines += memory_markdown(report)
+    lines += sensitivity_markdown(report)
     lines += ["", FOOTNOTE, ""]
     return "\n".join(lines)
 
@@ -124,6 +132,17 @@ def memory_markdown(report: TargetReport) -> list[str]:
         lines += ["", f"Method: {method}. *Load adds* is RSS after loading the model minus before; *inference "
                       "adds* is RSS after the first inference minus after load (the runtime's arena and buffers)."]
     return lines
+
+
+def sensitivity_markdown(report: TargetReport) -> list[str]:
+    """The per-layer int8 sensitivity table, when a mixed-precision variant measured it."""
+    rows = sensitivity_rows(report)
+    if not rows:
+        return []
+    variant = (report.task.get("sensitivity") or {}).get("variant")
+    lines = ["", f"## Per-layer int8 sensitivity (variant {variant})", "", SENSITIVITY_NOTE, "",
+             "| " + " | ".join(SENSITIVITY_COLUMNS) + " |", "|---|---|" + "---:|" * 4 + "---|"]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
 
 
 def render_summary(reports: Iterable[TargetReport]) -> str:

@@ -13,7 +13,7 @@ import hashlib
 import os
 import socket
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -54,8 +54,8 @@ class Endpoint:
     user: str
     key: str | None
     known_hosts: Path
-    password: str | None
-    timeout_s: float
+    password: str | None = field(repr=False)  # never in a log line or a traceback's locals
+    timeout_s: float = 10.0
 
     def __str__(self) -> str:
         return f"{self.user}@{self.host}:{self.port}"
@@ -135,7 +135,13 @@ def connect(ep: Endpoint, pinned: str | None = None) -> paramiko.SSHClient:
     sock = open_socket(ep)
     client = paramiko.SSHClient()
     if ep.known_hosts.is_file():
-        client.load_host_keys(str(ep.known_hosts))
+        try:
+            client.load_host_keys(str(ep.known_hosts))
+        except (OSError, UnicodeDecodeError, ValueError, paramiko.SSHException,
+                paramiko.hostkeys.InvalidHostKey) as e:
+            sock.close()
+            raise TargetError(f"target {ep.name}: cannot read known_hosts {ep.known_hosts} "
+                              f"({e or type(e).__name__}); fix or move that file") from None
     client.set_missing_host_key_policy(RefuseUnknownHostKey(ep, pinned))
     try:
         client.connect(ep.host, port=ep.port, username=ep.user, key_filename=ep.key, password=ep.password,
@@ -148,8 +154,11 @@ def connect(ep: Endpoint, pinned: str | None = None) -> paramiko.SSHClient:
         client.close()
         raise TargetError(f"target {ep.name}: host key of {known_hosts_name(ep.host, ep.port)} CHANGED (now "
                           f"{e.key.get_name()} {fingerprint(e.key)}, {ep.known_hosts} has "
-                          f"{fingerprint(e.expected_key)}); refusing to connect. If the device was reinstalled, "
-                          f"run `edge-harness targets trust {ep.name} --replace`") from None
+                          f"{e.expected_key.get_name()} {fingerprint(e.expected_key)}); refusing to connect: this may "
+                          f"be another machine. Only if the device was reinstalled: read its fingerprint on the device "
+                          f"itself (`ssh-keygen -lf /etc/ssh/ssh_host_{e.key.get_name().removeprefix('ssh-')}_key.pub`"
+                          f"), and if it is {fingerprint(e.key)}, run `edge-harness targets trust {ep.name} --replace "
+                          f"--expect {fingerprint(e.key)}`") from None
     except paramiko.PasswordRequiredException:
         client.close()
         raise TargetError(f"target {ep.name}: key {ep.key} is encrypted; add it to ssh-agent and leave `key` "
@@ -212,7 +221,11 @@ class Connection:
                 raise TargetError(f"target {self.endpoint.name}: no SFTP on {self.endpoint.host} ({e}); enable "
                                   "the sftp subsystem of its sshd (openssh-sftp-server)") from None
             self._client = client
-            self._on_connect()
+            try:
+                self._on_connect()  # checks the workdir: until it passes, the connection is not handed out
+            except BaseException:
+                self.drop()  # a later call connects and checks again; never the unchecked client
+                raise
             return client
 
     def is_open(self) -> bool:

@@ -1,5 +1,6 @@
 """Setting a device up for the runner: a venv under its workdir with numpy and the runtimes, installed
-from the device's own package index or from wheels the host downloads for the device's platform.
+from the device's own package index or from wheels the host downloads for the device's platform; on a
+phone in Termux, Termux's own packages installed with `pkg`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from targets.ssh.shell import last_line, q
 from targets.ssh.target import SSHTarget
 
 RUNTIME_FOR = {"onnx": ["onnxruntime"], "tflite": ["ai-edge-litert"]}
+# Termux's own builds of the runner's packages (pip's manylinux wheels do not install there).
+TERMUX_PACKAGES = {"numpy": "python-numpy", "onnxruntime": "python-onnxruntime"}
+NO_TERMUX_BUILD = {"ai-edge-litert": "time .tflite models on this phone with a kind = \"adb\" target and LiteRT's "
+                                     "benchmark_model"}
 
 
 def packages_for(formats: list[str]) -> list[str]:
@@ -66,6 +71,9 @@ def install_runtimes(target: SSHTarget, packages: list[str], *, wheels: Path | N
     vpy = f"{venv}/bin/python"
     probe = target.probe()
     say(f"{name}: {probe.get('machine')} {probe.get('os')}, Python {probe.get('python')}")
+    prefix = (probe.get("android") or {}).get("termux_prefix")
+    if prefix:  # pip's manylinux wheels do not install in Termux: its own packages do
+        return install_termux(target, prefix, packages, say)
     if target.exec(f"test -x {q(vpy)}")[0] != 0:
         say(f"{name}: creating {venv}")
         code, out = target.exec(f"{q(target.python)} -m venv {q(venv)}", timeout=600)
@@ -86,6 +94,27 @@ def install_runtimes(target: SSHTarget, packages: list[str], *, wheels: Path | N
     if missing:
         raise TargetError(f"target {name}: installed, but {vpy} cannot import {', '.join(missing)}")
     return vpy, runtimes
+
+
+def install_termux(target: SSHTarget, prefix: str, packages: list[str],
+                   say: Callable[[str], None] = print) -> tuple[str, dict[str, str]]:
+    """`pkg install` what Termux packages of `packages`, say what has no Termux build; Termux's python runs it."""
+    name = target.name
+    have = [p for p in packages if p in TERMUX_PACKAGES]
+    for p in packages:
+        if p not in TERMUX_PACKAGES:
+            say(f"{name}: {p} has no Termux build ({NO_TERMUX_BUILD.get(p, 'no Termux package')})")
+    pkgs = ["python"] + [TERMUX_PACKAGES[p] for p in have]
+    say(f"{name}: Termux: pkg install {' '.join(pkgs)}")
+    code, out = target.exec(f"{q(prefix + '/bin/pkg')} install -y {' '.join(map(q, pkgs))}", timeout=1800)
+    if code != 0:
+        raise TargetError(f"target {name}: pkg install failed in Termux: {last_line(out)}")
+    target.python = f"{prefix}/bin/python"
+    runtimes = target.probe().get("runtimes") or {}
+    missing = [p for p in have if p not in runtimes]
+    if missing:
+        raise TargetError(f"target {name}: installed, but {target.python} cannot import {', '.join(missing)}")
+    return target.python, runtimes
 
 
 def send_wheels(target: SSHTarget, probe: dict[str, Any], packages: list[str], wheels: Path,

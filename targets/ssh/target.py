@@ -20,11 +20,13 @@ from typing import Any
 import paramiko
 
 from targets.base import RUNNER_PATH, WATCHDOG_PATH, Job, RawResult, Target, register_target
+from targets.device_lock import DeviceBusy
 from targets.errors import TargetError, TargetSettingError
 from targets.result_files import read_result
-from targets.ssh.connection import Connection, host_lock, resolve
+from targets.ssh.connection import host_lock, resolve
 from targets.ssh.shell import last_line, q
 from targets.ssh.store import DeviceStore
+from targets.ssh.usb import connection, usb_forward
 from targets.watchdog import KILLED
 
 HEARTBEAT_S = 1.0  # the host writes one byte to the job's stdin this often
@@ -48,15 +50,17 @@ class SSHTarget(Target):
 
     SETTINGS = {"host": (str,), "user": (str,), "port": (int,), "key": (str,), "known_hosts": (str,),
                 "password_env": (str,), "connect_timeout_s": (int, float), "run_timeout_s": (int, float),
-                "trust": (str,), "keep_files": (bool,), "ssh_config": (str,)}
+                "trust": (str,), "keep_files": (bool,), "ssh_config": (str,), "adb_serial": (str,), "adb": (str,),
+                "affinity": (str, list)}  # affinity: CPUs, or "big" / "little" from the device's clusters
     REQUIRED = ("host",)
 
     def __init__(self, name: str, host: str, user: str | None = None, port: int | None = None,
                  key: str | None = None, known_hosts: str | None = None, password_env: str | None = None,
                  connect_timeout_s: float = 10.0, run_timeout_s: float | None = None, trust: str | None = None,
                  keep_files: bool = False, python: str = "python3", workdir: str = "/tmp/edge-harness",
-                 threads: int | None = None, affinity: list[int] | None = None,
-                 ssh_config: str | None = "~/.ssh/config", **settings: Any) -> None:
+                 threads: int | None = None, affinity: list[int] | str | None = None,
+                 ssh_config: str | None = "~/.ssh/config", adb_serial: str | None = None, adb: str | None = None,
+                 **settings: Any) -> None:
         super().__init__(name, threads, **settings)
         if trust is not None and not (isinstance(trust, str) and trust.startswith("SHA256:")):
             raise TargetSettingError(f"target {name}: trust must be a host key fingerprint like 'SHA256:...' "
@@ -64,6 +68,8 @@ class SSHTarget(Target):
         if not workdir.startswith("/"):
             raise TargetSettingError(f"target {name}: workdir must be an absolute path on the device, "
                                      f"got {workdir!r}")
+        self.forward = usb_forward(name, host, port, adb_serial, adb) if adb_serial else None
+        port = self.forward.local_port if self.forward is not None else port
         self.endpoint = resolve(name, host, user=user, port=port, key=key, known_hosts=known_hosts,
                                 password_env=password_env, connect_timeout_s=connect_timeout_s,
                                 ssh_config=ssh_config)
@@ -77,7 +83,8 @@ class SSHTarget(Target):
         self._lock = threading.RLock()
         self._closing = threading.Event()  # set by close() from another thread: stop the running job now
         self._device_lock = host_lock(self.endpoint.host, self.endpoint.port)
-        self.conn = Connection(self.endpoint, trust, self._lock, on_connect=self._connected, on_drop=self._dropped)
+        self.conn = connection(self.forward, self.endpoint, trust, self._lock, on_connect=self._connected,
+                               on_drop=self._dropped)
         self.store = DeviceStore(self.conn, self.workdir, self.stats, free_bytes=self._free_bytes)
         self._tools: tuple[str, str] | None = None
         self._stale: list[str] = []  # job folders of runs cut off by a lost link, cleaned on reconnect
@@ -127,7 +134,10 @@ class SSHTarget(Target):
         self._closed = True  # no new job starts after this (an interrupted run must not start another cell)
         self._closing.set()  # a job running on another thread stops within a poll and cleans up on the device
         with self._lock:
+            self.store.lock.release()
             self.conn.drop()
+            if self.forward is not None:
+                self.forward.close()  # the USB forward goes with the session, however it ended
             if self._tmp is not None:
                 shutil.rmtree(self._tmp, ignore_errors=True)
                 self._tmp = None
@@ -144,8 +154,15 @@ class SSHTarget(Target):
         path = Path(path)
         remote, size = self.store.blob_path(path)  # hashing needs no lock: other targets go on meanwhile
         with self._device_lock, self._lock:
+            self.acquire()
             self.store.upload(path, remote, size)
         return remote
+
+    def acquire(self) -> None:
+        """Hold the device for this process (flock on workdir/device.lock) until close(): one job per
+        device across processes; another run meanwhile waits, or fails with `--no-wait`."""
+        with self._device_lock, self._lock:
+            self.store.lock.acquire(self.name, self.python, cancelled=self._closing.is_set)
 
     def tools(self) -> tuple[str, str]:
         """The runner and the watchdog on the device (deployed like any other file)."""
@@ -176,7 +193,10 @@ class SSHTarget(Target):
             return RawResult.failed(f"target {self.name} was closed (interrupted run); job not started")
         with self._device_lock, self._lock:
             try:
+                self.acquire()
                 return self._run(job)
+            except DeviceBusy:
+                raise  # --no-wait: the run stops in one line instead of failing every cell
             except (paramiko.SSHException, EOFError, OSError) as e:
                 self.conn.drop()
                 return RawResult.failed(f"lost the link to {self.endpoint.host}: {e or type(e).__name__}")
