@@ -123,7 +123,9 @@ def quantization_aware_training(model: nn.Module, data: Dataset, s: dict[str, An
     """Fine-tune `model` with fake quantization for s["epochs"]; return the converted int8 graph.
 
     Keeps the epoch (or the start) with the best validation accuracy; the observers stop moving
-    the scales for the last s["freeze_epochs"] epochs, so the weights settle on fixed grids.
+    the scales for the last s["freeze_epochs"] epochs, so the weights settle on fixed grids. With
+    s["freeze_bn"] the graph trains in inference mode: BatchNorm statistics (folded into the
+    simulated convs) and dropout stay as in the reference, as when the reference was fine-tuned.
     """
     if s["epochs"] < 1:
         raise ConfigError("qat needs epochs >= 1")
@@ -134,9 +136,12 @@ def quantization_aware_training(model: nn.Module, data: Dataset, s: dict[str, An
     x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
     opt = torch.optim.Adam(prepared.parameters(), lr=s["lr"])
     best = (_accuracy(prepared, data.x_val, data.y_val), copy.deepcopy(prepared.state_dict()))
+    if progress:
+        progress(f"qat start (fake-quantized reference): val accuracy {best[0]:.3f}")
     bs = s["batch_size"]
     for epoch in range(s["epochs"]):
-        pt2e.move_exported_model_to_train(prepared)
+        # Fake quantization and its observers work in either mode; the mode only switches BN and dropout.
+        (pt2e.move_exported_model_to_eval if s["freeze_bn"] else pt2e.move_exported_model_to_train)(prepared)
         if epoch >= s["epochs"] - s["freeze_epochs"]:
             prepared.apply(pt2e.fake_quantize.disable_observer)
         total = 0.0

@@ -90,9 +90,10 @@ class MeasureConfig:
     # short alternating blocks, in a random order each round (paired comparisons); "sequential": one
     # fresh process per cell, one after another, `runs` iterations each.
     strategy: str = "interleaved"
-    block_runs: int = 30  # interleaved: at least this many timed runs per block ...
+    block_runs: int = 10  # interleaved: at least this many timed runs per block ...
     block_min_s: float = 0.05  # ... and enough to last this long
-    block_discard: int = 10  # untimed runs at the start of each block (caches, thread pools wake up)
+    block_discard: int = 10  # untimed runs at the start of each block (caches, thread pools wake up), at most
+    # as many as fit in 20 ms (at least 2): a slow model is warm again after a run or two
     min_rounds: int = 8  # rounds before racing may stop a cell (8 at least: see measure/interleave.py)
     max_rounds: int = 15
     budget_s: float = 120.0  # wall-clock limit of the rounds on one target

@@ -39,6 +39,7 @@ RACING_CONFIDENCE = 0.99  # stricter than the report's 95%: a cell stopped early
 # fewer it is the range of the ratios, whose coverage is 1 - 2 / 2**n: 87.5% at 4 rounds).
 RACING_MIN_ROUNDS = 8
 MAX_BLOCK_RUNS = 5000
+DISCARD_MAX_S = 0.02
 MEM_RESERVE_MB = 512  # never start another resident runner with less than this available
 # After a block, wait until that process stops using CPU before the next cell's block starts: runtimes'
 # worker threads spin for a while after their last run (onnxruntime's pool: about 50 ms of CPU here),
@@ -61,6 +62,7 @@ class Lane:
     initial: RawResult
     accuracy: dict[str, Any] | None
     runs: int = 0  # timed runs per block, set from a calibration block
+    discard: int = 0  # untimed runs at the start of each block, likewise
     blocks: list[list[int] | None] = field(default_factory=list)
     stopped: str | None = None
     idle_cpu_s: float = 0.0  # CPU this process used while another cell was being timed
@@ -137,6 +139,10 @@ def calibrate(lane: Lane, cfg: RunConfig) -> None:
     per_run_s = float(np.median(warm)) / 1e9 if warm else 0.0
     want = math.ceil(ms.block_min_s / per_run_s) if per_run_s > 0 else ms.block_runs
     lane.runs = int(min(MAX_BLOCK_RUNS, max(ms.block_runs, want)))
+    # A slow model's caches are warm after a run or two; its discarded runs need not cost more than
+    # DISCARD_MAX_S a block (10 runs of a 90 ms model would be most of its block).
+    fit = math.ceil(DISCARD_MAX_S / per_run_s) if per_run_s > 0 else ms.block_discard
+    lane.discard = int(min(ms.block_discard, max(min(2, ms.block_discard), fit)))
 
 
 def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, report: TargetReport,
@@ -160,7 +166,7 @@ def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, 
             before = [o.runner.cpu_seconds() for o in others]
             t0 = time.monotonic()
             try:
-                ln.blocks[r] = ln.runner.block(ln.runs, discard=ms.block_discard, timeout_s=ms.timeout_s)
+                ln.blocks[r] = ln.runner.block(ln.runs, discard=ln.discard, timeout_s=ms.timeout_s)
             except USER_ERRORS as e:
                 ln.stopped = f"failed in round {r + 1}: {e}"
                 continue
@@ -226,13 +232,13 @@ def cut_losers(lanes: list[Lane], feasible: Feasible, target: Target, report: Ta
     return now
 
 
-def lane_measurement(ln: Lane, target: Target, discard: int | None = None) -> Measurement:
+def lane_measurement(ln: Lane, target: Target) -> Measurement:
     """The lane's cell as measured so far: the initial result with the pooled block timings."""
     raw = RawResult(status="ok", data=dict(ln.initial.data), outputs=ln.initial.outputs)
     raw.data.update(latencies_ns=ln.pooled_ns(), warmup_ns=[], stopped_by=ln.stopped or "rounds")
     m = to_measurement(ln.cell.variant.name, ln.cell.artifact, raw, ln.job, target, ln.accuracy)  # type: ignore[arg-type]
     m.block_p50_ms = ln.block_p50_ms
-    m.settings.update(strategy="interleaved", runs_per_block=ln.runs, block_discard=discard, stopped=ln.stopped,
+    m.settings.update(strategy="interleaved", runs_per_block=ln.runs, block_discard=ln.discard, stopped=ln.stopped,
                       rounds_timed=sum(b is not None for b in ln.blocks),
                       round_p50_ms=[x for x in ln.block_p50_ms if x is not None])
     if ln.idle_wall_s > 0:
@@ -288,7 +294,7 @@ def measure_interleaved(target: Target, cells: list[Cell], prep: Prepared, cfg: 
             if not ln.pooled_ns():
                 out.append(failed_cell(ln.cell, ln.stopped or "no block was timed"))
                 continue
-            out.append(lane_measurement(ln, target, cfg.measure.block_discard))
+            out.append(lane_measurement(ln, target))
     finally:
         for ln in lanes:
             ln.runner.close()
