@@ -36,6 +36,7 @@ class BenchSettings:
     mode: str = "fixed"
     timeout_s: float = 600.0
     max_time_s: float = 60.0
+    trust_pickle: bool = False  # a .pt2 file is a pickle: loading it runs whatever code it carries
 
     def measure_config(self) -> MeasureConfig:
         return MeasureConfig(runs=self.runs, warmup=self.warmup, threads=self.threads, min_time_s=self.min_time_s,
@@ -67,6 +68,9 @@ def bench(model: Path, target: str = "local-cpu", targets_file: Path | None = No
     if not model.is_file():
         raise ModelError(f"model file not found: {model}")
     fmt = format_of(model)
+    if fmt == "torch" and not settings.trust_pickle:
+        raise ModelError(f"{model}: a .pt2 file is loaded with pickle (torch.export.load), which runs any code "
+                         f"inside it; pass --trust-pickle only for a file whose source you trust")
     if settings.runs < 1 or settings.warmup < 0:
         raise ConfigError("--runs must be >= 1 and --warmup >= 0")
     specs = load_targets_file(targets_file)

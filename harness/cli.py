@@ -98,7 +98,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from harness.report.markdown import render_markdown
 
     settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads,
-                             min_time_s=args.min_time, mode="adaptive" if args.adaptive else "fixed")
+                             min_time_s=args.min_time, mode="adaptive" if args.adaptive else "fixed",
+                             trust_pickle=args.trust_pickle)
     if args.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path("reports/bench") / f"{safe_name(Path(args.model).stem)}-{stamp}"
@@ -235,6 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default: reports/bench/<model>-<time>, a new one each run)")
     b.add_argument("--overwrite", action="store_true", help="replace reports already in --out")
     b.add_argument("-v", "--verbose", action="store_true", help="print the Markdown report")
+    b.add_argument("--trust-pickle", action="store_true",
+                   help="allow a .pt2 file: torch.export.load unpickles it, which runs any code it holds")
     common(b)
     no_wait(b)
     b.set_defaults(func=cmd_bench)

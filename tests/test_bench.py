@@ -133,3 +133,13 @@ def test_bench_checks_the_device_outputs_against_this_hosts_runtime(tmp_path, cn
     bad = compare_outputs([ref[0] + np.array([[3.0, 0.0, 0.0]], dtype=np.float32)], ref)
     assert bad["passed"] is False and bad["agreement"] == 0.0 and "max abs diff 3" in bad["reason"]
     assert compare_outputs([np.zeros((2, 3), np.float32)], ref)["passed"] is False
+
+
+def test_a_pt2_file_needs_trust_pickle(tmp_path):
+    pt2 = tmp_path / "untrusted.pt2"
+    pt2.write_bytes(b"PK\x03\x04 not really a program")
+    r = _cli("bench", str(pt2), "--out", str(tmp_path / "o"))
+    assert r.returncode == 2 and "pickle" in r.stderr and "--trust-pickle" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not list((tmp_path / "o").glob("*/report.json"))
+    r = _cli("bench", str(pt2), "--trust-pickle", "--out", str(tmp_path / "o2"))
+    assert r.returncode == 2 and "not a readable torch.export file" in r.stderr

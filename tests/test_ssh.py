@@ -338,6 +338,16 @@ def test_timeout_kills_the_runner(tmp, targets_file, cnn_onnx, inputs, workdir):
         assert not pids_matching(f"{workdir}/jobs/")
 
 
+def test_a_command_that_never_reports_its_exit_status_times_out(targets_file):
+    with make_target("dev", load_targets_file(targets_file)) as t:
+        t0 = time.monotonic()
+        # Output closes at once (EOF), but the exit status comes only when sleep ends, 30 s later.
+        with pytest.raises(TargetError, match="timed out|no exit status"):
+            t.exec("exec >/dev/null 2>&1 </dev/null; sleep 30", timeout=2.0)
+        assert time.monotonic() - t0 < 10
+        assert t.exec("echo again", timeout=10)[1].strip() == "again"  # the target reconnects afterwards
+
+
 def test_half_uploaded_or_truncated_files_are_sent_again(targets_file, cnn_onnx, workdir):
     with make_target("dev", load_targets_file(targets_file)) as t:
         remote = t.deploy(cnn_onnx)

@@ -11,6 +11,7 @@ torchao loads only when a QAT recipe runs (its import takes seconds and logs abo
 from __future__ import annotations
 
 import copy
+import io
 import logging
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -28,9 +29,10 @@ from harness.errors import ConfigError
 class QuantizedModel(nn.Module):
     """A converted PT2E graph (int8 quantize/dequantize around each op) as a module that .eval() accepts."""
 
-    def __init__(self, graph: nn.Module) -> None:
+    def __init__(self, graph: nn.Module, example: torch.Tensor) -> None:
         super().__init__()
         self.quantized = graph
+        self.example = example  # a plain attribute (not in the state dict): what __getstate__ exports with
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.quantized(x)
@@ -39,6 +41,19 @@ class QuantizedModel(nn.Module):
         # Exported graphs refuse train()/eval(); this one is converted and runs in inference mode only.
         self.training = mode
         return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        # An exported graph does not pickle; its ExportedProgram saves (the variant cache pickles models).
+        program = torch.export.export(self.quantized, (self.example,),
+                                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+        buf = io.BytesIO()
+        torch.export.save(program, buf)
+        return {"program": buf.getvalue(), "example": self.example}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        nn.Module.__init__(self)
+        self.quantized = torch.export.load(io.BytesIO(state["program"])).module()
+        self.example = state["example"]
 
 
 aten = torch.ops.aten
@@ -164,4 +179,5 @@ def quantization_aware_training(model: nn.Module, data: Dataset, s: dict[str, An
     pt2e.move_exported_model_to_eval(prepared)
     # Quantize ops stay in the graph (fold_quantize=False): the TFLite converter reads them as they are.
     with _conv_kinds_present_only():
-        return QuantizedModel(pt2e.quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
+        return QuantizedModel(pt2e.quantize_pt2e.convert_pt2e(prepared, fold_quantize=False),
+                              torch.from_numpy(data.x_train[:2]))

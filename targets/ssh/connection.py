@@ -23,6 +23,7 @@ from targets.errors import TargetError
 from targets.ssh.shell import last_line
 
 LINK_TIMEOUT_S = 5  # unacknowledged data for this long means the link is dead (TCP_USER_TIMEOUT)
+SFTP_STALL_S = 60  # an SFTP read or write that makes no progress for this long fails
 
 _host_locks: dict[tuple[str, int], threading.RLock] = {}
 _host_locks_guard = threading.Lock()
@@ -216,6 +217,8 @@ class Connection:
             client = connect(self.endpoint, self.pinned)
             try:
                 self._sftp = client.open_sftp()
+                # A stalled transfer (a read that never returns) fails after this long instead of hanging.
+                self._sftp.get_channel().settimeout(max(SFTP_STALL_S, 3 * self.endpoint.timeout_s))
             except (paramiko.SSHException, EOFError, OSError) as e:
                 client.close()
                 raise TargetError(f"target {self.endpoint.name}: no SFTP on {self.endpoint.host} ({e}); enable "
@@ -257,7 +260,7 @@ class Connection:
             out = bytearray()
             while data := chan.recv(65536):
                 out += data
-            code = chan.recv_exit_status()
+            code = exit_status(chan, timeout)
             chan.close()
         except (paramiko.SSHException, EOFError, OSError) as e:
             self.drop()
@@ -277,3 +280,10 @@ class Connection:
                 pass
         self._sftp = self._client = None
         self._on_drop()
+
+
+def exit_status(chan: paramiko.Channel, timeout: float) -> int:
+    """The command's exit status, waiting at most `timeout` s for it (paramiko's own wait has no limit)."""
+    if not chan.status_event.wait(timeout):
+        raise TimeoutError(f"no exit status within {timeout:g} s")
+    return chan.recv_exit_status()
