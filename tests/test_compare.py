@@ -164,3 +164,12 @@ def test_rounds_relative_to_the_control_ignore_machine_speed_and_catch_a_real_sl
     assert "relative to fp32/onnx" in comp.regressions[0].reasons[0]
     assert main(["compare", str(old), str(same), "--out", str(tmp_path / "c.md")]) == 0
     assert main(["compare", str(old), str(slow), "--out", str(tmp_path / "c2.md")]) == 1
+
+
+def test_holm_keeps_only_what_survives_the_family_wise_test():
+    from harness.report.compare import holm
+
+    assert holm({"a": 0.001, "b": 0.01, "c": 0.03}, 0.05) == {"a", "b", "c"}  # 0.0167, 0.025, 0.05
+    assert holm({"a": 0.001, "b": 0.03, "c": 0.04}, 0.05) == {"a"}  # 0.03 >= 0.025 stops the walk
+    assert holm({"a": 0.04, "b": 0.04}, 0.05) == set()
+    assert holm({}, 0.01) == set()

@@ -157,7 +157,7 @@ def quantization_aware_training(model: nn.Module, data: Dataset, s: dict[str, An
     for epoch in range(s["epochs"]):
         # Fake quantization and its observers work in either mode; the mode only switches BN and dropout.
         (pt2e.move_exported_model_to_eval if s["freeze_bn"] else pt2e.move_exported_model_to_train)(prepared)
-        if epoch >= s["epochs"] - s["freeze_epochs"]:
+        if epoch > 0 and epoch >= s["epochs"] - s["freeze_epochs"]:  # the first epoch always calibrates
             prepared.apply(pt2e.fake_quantize.disable_observer)
         total = 0.0
         order = torch.randperm(len(x), generator=gen)

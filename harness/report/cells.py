@@ -238,7 +238,7 @@ def sensitivity_rows(report: TargetReport) -> list[tuple[str, ...]]:
     """Per-layer int8 sensitivity (each layer quantized alone), most sensitive first, as display strings."""
     rows = (report.task.get("sensitivity") or {}).get("rows") or []
     return [(r["layer"], r["kind"], count(r.get("params")), f"{r['sqnr_db']:.1f}", f"{r['agreement']:.3f}",
-             points(-r["top1_drop"]), "yes" if r.get("kept_float") else "") for r in rows]
+             points(0.0 - r["top1_drop"]), "yes" if r.get("kept_float") else "") for r in rows]
 
 
 SENSITIVITY_NOTE = ("Each conv/linear layer quantized alone (int8 weights per channel, uint8 input per tensor over "

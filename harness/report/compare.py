@@ -110,17 +110,27 @@ def compare_runs(old: Path, new: Path, alpha: float = 0.01, min_change: float = 
         comp.notes.append(f"target {name} is only in OLD")
     for name in [n for n in news if n not in olds]:
         comp.notes.append(f"target {name} is only in NEW")
-    for name in [n for n in olds if n in news]:
+    shared = [n for n in olds if n in news]
+    stats: dict[tuple[str, str], dict[str, Any]] = {}
+    for name in shared:  # first every cell's round replicates: the test is made across all cells at once
         o, n = olds[name], news[name]
         controls = (control_cell(o), control_cell(n))
         if None in controls or controls[0].key != controls[1].key:  # type: ignore[union-attr]
             controls = (None, None)
         for m in o.measurements:
             other = n.cell(m.variant, m.format)
+            if other is not None and m.ok and other.ok and (st := round_stats(m, other, controls)) is not None:
+                stats[name, m.key] = st
+    significant = holm({k: st["p"] for k, st in stats.items()}, alpha)
+    for name in shared:
+        o, n = olds[name], news[name]
+        for m in o.measurements:
+            other = n.cell(m.variant, m.format)
             if other is None:
                 comp.changes.append(CellChange(name, m.key, "only in OLD"))
             else:
-                comp.changes.append(compare_cells(name, m, other, comp, controls))
+                rounds = (stats.get((name, m.key)), (name, m.key) in significant)
+                comp.changes.append(compare_cells(name, m, other, comp, rounds))
         comp.changes += [CellChange(name, m.key, "only in NEW") for m in n.measurements
                          if o.cell(m.variant, m.format) is None]
     return comp
@@ -134,7 +144,7 @@ def control_cell(report: TargetReport) -> Measurement | None:
 
 
 def compare_cells(target: str, old: Measurement, new: Measurement, comp: Comparison,
-                  controls: tuple[Any, Any] = (None, None)) -> CellChange:
+                  rounds: tuple[dict[str, Any] | None, bool] = (None, False)) -> CellChange:
     """Status, latency (significance + practical size) and accuracy of one matched cell."""
     ch = CellChange(target, old.key, "same", old_p50_ms=dig(old.latency_ms, "p50"),
                     new_p50_ms=dig(new.latency_ms, "p50"), old_top1=dig(old.accuracy, "top1"),
@@ -146,7 +156,7 @@ def compare_cells(target: str, old: Measurement, new: Measurement, comp: Compari
     elif new.ok and not old.ok:
         better.append(f"now measured (was {old.status})")
     if old.ok and new.ok:
-        _latency(old, new, ch, comp, worse, better, controls)
+        _latency(old, new, ch, comp, worse, better, rounds)
         for key, label in (("top1", "top-1"), ("top1_shifted", "top-1 shifted")):
             a, b = dig(old.accuracy, key), dig(new.accuracy, key)
             if a is None or b is None:
@@ -183,44 +193,67 @@ def _replicates(m: Measurement, control: Measurement | None) -> list[float]:
     return [math.log(a / b) for a, b in zip(own, ref) if a and b]
 
 
-def _rounds(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison, controls: tuple[Any, Any],
-            worse: list[str], better: list[str]) -> bool:
-    """Compare at the level that varies: interleaving rounds (not iterations), relative to the run's control."""
+def round_stats(old: Measurement, new: Measurement, controls: tuple[Any, Any]) -> dict[str, Any] | None:
+    """Replicates at the level that varies (interleaving rounds, not iterations), relative to the run's
+    control where there is one, and their rank test; None when either run has too few rounds."""
     co, cn = controls
     relative = co is not None and cn is not None and old.key != co.key
     a = _replicates(old, co if relative else None)
     b = _replicates(new, cn if relative else None)
     if len(a) < MIN_ROUNDS or len(b) < MIN_ROUNDS:
-        return False
-    ch.latency_change = math.exp(float(np.median(b)) - float(np.median(a))) - 1
+        return None
+    change = math.exp(float(np.median(b)) - float(np.median(a))) - 1
     mw = mann_whitney(a, b)
-    ch.p_value = mw.p_slower if ch.latency_change >= 0 else mw.p_faster
     se = math.sqrt(float(np.var(a, ddof=1)) / len(a) + float(np.var(b, ddof=1)) / len(b))
-    ch.detectable = math.exp(DETECTABLE_Z * se) - 1
-    what = f"relative to {co.key}" if relative else "absolute (the run's machine speed included)"
+    return {"a": a, "b": b, "change": change, "mw": mw, "p": mw.p_slower if change >= 0 else mw.p_faster,
+            "relative": relative, "control": co.key if relative else None,
+            "detectable": math.exp(DETECTABLE_Z * se) - 1}
+
+
+def holm(p_values: dict[Any, float], alpha: float) -> set[Any]:
+    """Holm's step-down: the keys whose p-values stay significant with the family-wise error at `alpha`.
+
+    A run compares every cell at once; without it, 14 cells at p < 0.01 each would fail a CI gate
+    from noise alone about one time in eight.
+    """
+    ranked = sorted(p_values.items(), key=lambda kv: kv[1])
+    keep = set()
+    for i, (key, p) in enumerate(ranked):
+        if p >= alpha / (len(ranked) - i):
+            break
+        keep.add(key)
+    return keep
+
+
+def _rounds(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison, st: dict[str, Any],
+            significant: bool, worse: list[str], better: list[str]) -> None:
+    """The verdict from round replicates (`st`, from round_stats); `significant`: it survived Holm's test."""
+    ch.latency_change, ch.p_value, ch.detectable = st["change"], st["p"], st["detectable"]
+    what = f"relative to {st['control']}" if st["relative"] else "absolute (the run's machine speed included)"
     text = (f"median {ch.old_p50_ms:.3f} → {ch.new_p50_ms:.3f} ms, {what} {100 * ch.latency_change:+.1f}% over "
-            f"{len(a)}/{len(b)} rounds (p={ch.p_value:.1e}; detectable ≥ {100 * ch.detectable:.0f}%)")
-    limit = comp.min_change if relative else max(comp.min_change, comp.min_change_absolute)
+            f"{len(st['a'])}/{len(st['b'])} rounds (p={ch.p_value:.1e}; detectable ≥ {100 * ch.detectable:.0f}%)")
+    limit = comp.min_change if st["relative"] else max(comp.min_change, comp.min_change_absolute)
     same_setup = all(old.settings.get(k) == new.settings.get(k) for k in ("threads", "runtime_version", "affinity")) \
         and dig(old.artifact, "sha256") == dig(new.artifact, "sha256")
-    if not relative and same_setup:
+    if not st["relative"] and same_setup:
         # The same artifact under the same settings: an absolute change between two runs is the machine's
         # speed in each run as much as the cell's, and nothing measured beside it can tell them apart.
         ch.reasons.append(f"no detectable change: {text}; same artifact and settings, so the change is the "
                           f"machine's speed between runs (the other cells are compared relative to it)")
-        return True
-    if mw.p_slower < comp.alpha and ch.latency_change > limit:
+        return
+    if significant and ch.latency_change > limit:
         worse.append(f"slower: {text}")
-    elif mw.p_faster < comp.alpha and ch.latency_change < -limit:
+    elif significant and ch.latency_change < -limit:
         better.append(f"faster: {text}")
     else:
         ch.reasons.append(f"no detectable change: {text}")
-    return True
 
 
 def _latency(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison,
-             worse: list[str], better: list[str], controls: tuple[Any, Any] = (None, None)) -> None:
-    if _rounds(old, new, ch, comp, controls, worse, better):
+             worse: list[str], better: list[str], rounds: tuple[dict[str, Any] | None, bool] = (None, False)) -> None:
+    st, significant = rounds
+    if st is not None:
+        _rounds(old, new, ch, comp, st, significant, worse, better)
         return
     # Single-process cells (bench, sequential runs): raw iterations of one process each, which ignores the
     # variation between processes; such a verdict is weaker, and said so.
@@ -269,7 +302,8 @@ def headline(comp: Comparison) -> str:
         floor = f"; the smallest latency change these runs could detect: {100 * min(detect):.0f}-" \
                 f"{100 * max(detect):.0f}% by cell" if detect else ""
         return (f"0 regressions, 0 improvements in {matched} matched cells: no detectable change (latency compared "
-                f"over interleaving rounds, relative to the run's fp32 reference where there is one{floor})")
+                f"over interleaving rounds, relative to the run's fp32 reference where there is one, Holm-corrected "
+                f"across cells at {comp.alpha:g}{floor})")
     return (f"{r} regression{'s' * (r != 1)}, {i} improvement{'s' * (i != 1)} in {matched} matched cells "
             f"(latency: one-sided Mann-Whitney p < {comp.alpha:g} and median change > {100 * comp.min_change:g}%; "
             f"accuracy: more than {100 * comp.max_accuracy_drop:.1f} points)")
