@@ -20,6 +20,7 @@ from exporters.base import Artifact, carries_quantization
 from exporters.graph import onnx_graph_stats
 from harness.build import data as D
 from harness.build import recipes as R
+from harness.build import signed_cache
 from harness.build import training as T
 from harness.build.cache import code_hash, content_key, default_cache_dir, exporter_hash, model_digest
 from harness.build.cells import Cell, Prepared, TorchVariant
@@ -71,21 +72,17 @@ class Pipeline:
         else:
             key_parts = (ref_sha, data.fingerprint(), v.recipe, v.settings, code_hash())
             cache_file = self.cache / "variants" / f"{content_key(*key_parts)}.pt"
-            if cache_file.is_file():
-                blob = torch.load(cache_file, map_location="cpu", weights_only=False)
+            blob = signed_cache.load(cache_file)  # unsigned or tampered entries are a miss, never unpickled
+            if blob is not None:
                 model, info = blob["model"], blob["info"]
                 self.progress(f"recipe {v.recipe} {v.settings}: cached")
             else:
                 with self.progress.step(f"recipe {v.recipe} {v.settings}"):
                     model, info = R.apply_recipe(v.recipe, reference, data, dict(v.settings),
                                                  progress=self.progress)
-                cache_file.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cache_file.with_suffix(".tmp")
                 try:
-                    torch.save({"model": model, "info": info}, tmp)
-                    os.replace(tmp, cache_file)
+                    signed_cache.save({"model": model, "info": info}, cache_file)
                 except Exception as e:  # noqa: BLE001 - e.g. an exported graph that does not pickle
-                    tmp.unlink(missing_ok=True)
                     self.progress(f"recipe {v.recipe}: not cached ({type(e).__name__})")
         model.eval()
         tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
