@@ -39,11 +39,29 @@ class LocalTarget(Target):
         self._running: set[subprocess.Popen] = set()
         self._guard = threading.Lock()
         self._device = LocalDeviceLock(self.kind)  # this machine, shared by every local target of its kind
+        self._active = 0  # jobs and resident runners using the machine now
+        self._pinned = False  # held for a whole measuring loop (acquire), not job by job
 
     def acquire(self) -> None:
         """Hold this machine for this process until close() (a lock file under the user's runtime folder):
-        one job at a time across harness runs; another run meanwhile waits, or fails with `--no-wait`."""
+        one job at a time across harness runs; another run meanwhile waits, or fails with `--no-wait`.
+
+        A measuring loop calls this once for the whole run. Without it, each job (and each resident
+        runner) holds the machine only while it runs, so a target left open holds nothing."""
         self._device.acquire(self.name, cancelled=lambda: getattr(self, "_closed", False))
+        self._pinned = True
+
+    def _hold(self) -> None:
+        self._device.acquire(self.name, cancelled=lambda: getattr(self, "_closed", False))
+        with self._guard:
+            self._active += 1
+
+    def _let_go(self) -> None:
+        with self._guard:
+            self._active -= 1
+            idle = self._active == 0 and not self._pinned
+        if idle:
+            self._device.release()
 
     def probe(self) -> dict[str, Any]:
         try:
@@ -69,11 +87,17 @@ class LocalTarget(Target):
 
     def run(self, job: Job) -> RawResult:
         try:
-            self.acquire()
+            self._hold()
         except DeviceBusy:
             raise  # --no-wait: the run stops in one line instead of failing every cell
         except TargetError as e:
             return RawResult.failed(str(e))
+        try:
+            return self._run(job)
+        finally:
+            self._let_go()
+
+    def _run(self, job: Job) -> RawResult:
         with self._guard:
             if getattr(self, "_closed", False):
                 return RawResult.failed(f"target {self.name} was closed (interrupted run); job not started")
@@ -118,8 +142,17 @@ class LocalTarget(Target):
     resident = True  # keeps models loaded between timed blocks (targets.resident)
 
     def open_resident(self, job: Job) -> ResidentRunner:
-        """Start a resident runner for `job` (load, first inference, evaluation); time it with `.block()`."""
-        self.acquire()
+        """Start a resident runner for `job` (load, first inference, evaluation); time it with `.block()`.
+
+        The machine stays held until the runner is closed."""
+        self._hold()
+        try:
+            return self._open_resident(job)
+        except BaseException:
+            self._let_go()
+            raise
+
+    def _open_resident(self, job: Job) -> ResidentRunner:
         with self._guard:
             if getattr(self, "_closed", False):
                 raise TargetError(f"target {self.name} was closed (interrupted run); runner not started")
@@ -135,7 +168,7 @@ class LocalTarget(Target):
             raise TargetError(f"cannot write the job to {out_dir} ({e.strerror or e}); free space there or set "
                               "the target's `workdir` to a writable folder") from None
         cmd = [self.python, "-u", str(RUNNER_PATH), str(out_dir / "job.json"), "--serve"]
-        runner = ResidentRunner(cmd, self.env(job.threads), out_dir, read_result, job.timeout_s)
+        runner = ResidentRunner(cmd, self.env(job.threads), out_dir, read_result, job.timeout_s, on_close=self._let_go)
         with self._guard:
             self._running.add(runner.proc)  # close() (an interrupted run) kills it like a job's runner
         return runner

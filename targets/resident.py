@@ -15,7 +15,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 from targets.base import RawResult
 from targets.errors import TargetError
@@ -27,8 +27,9 @@ class ResidentRunner:
     """A runner process started with --serve: `start` loads and scores the model, `block` times it."""
 
     def __init__(self, cmd: list[str], env: dict[str, str], out_dir: Path, read_result: Any,
-                 start_timeout_s: float) -> None:
+                 start_timeout_s: float, on_close: Callable[[], None] | None = None) -> None:
         self.out_dir = out_dir
+        self._on_close = on_close  # called once, when the runner is closed (the target lets the device go)
         self._read_result = read_result
         self._log = open(out_dir / "runner.log", "w+")  # noqa: SIM115 - lives as long as the process
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
@@ -108,6 +109,12 @@ class ResidentRunner:
 
     def close(self) -> None:
         """Ask the runner to exit; kill its process group if it does not within 2 s."""
+        self._stop()
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def _stop(self) -> None:
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
