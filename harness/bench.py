@@ -50,12 +50,14 @@ def check_inputs_file(path: Path) -> None:
     try:
         with np.load(path, allow_pickle=False) as f:
             names = list(f.files)
-            for k in names:
-                f[k]
+            shapes = {k: f[k].shape for k in names}
     except Exception as e:
         raise ConfigError(f"{path}: not a readable .npz ({' '.join(str(e).split())[:200]})") from None
     if not names:
         raise ConfigError(f"{path}: the .npz holds no arrays")
+    empty = [k for k, shape in shapes.items() if shape and shape[0] == 0]
+    if empty:  # a batch of nothing would time nothing: the figures would describe no inference at all
+        raise ConfigError(f"{path}: array {empty[0]!r} holds no samples (shape {list(shapes[empty[0]])})")
 
 
 def bench(model: Path, target: str = "local-cpu", targets_file: Path | None = None, inputs: Path | None = None,
