@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import subprocess
 import sys
 import tempfile
@@ -28,14 +29,21 @@ from scipy.stats import kendalltau
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def demo(root: Path, out: Path, quick: bool) -> float:
+STAMP = re.compile(r"^\[\s*([0-9.]+)s\] (.*)$")
+
+
+def demo(root: Path, out: Path, quick: bool) -> tuple[float, float | None]:
+    """Run the demo; its wall time and its measuring stage's (from the build's last progress line to the end)."""
     t0 = time.monotonic()
-    cmd = [sys.executable, "-m", "harness.cli", "demo", "--out", str(out), "--overwrite", "-q",
+    cmd = [sys.executable, "-m", "harness.cli", "demo", "--out", str(out), "--overwrite",
            *(["--quick"] if quick else [])]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode not in (0, 1):
         sys.exit(f"demo failed ({r.returncode}): {r.stderr[-2000:]}")
-    return time.monotonic() - t0
+    stamps = [(float(m[1]), m[2]) for m in map(STAMP.match, r.stderr.splitlines()) if m]
+    first = next((i for i, (_, line) in enumerate(stamps) if line.startswith("local-cpu: ")), None)
+    measuring = stamps[-1][0] - stamps[first - 1][0] if first else None
+    return time.monotonic() - t0, measuring
 
 
 def pick_of(report: dict) -> str | None:
@@ -60,12 +68,15 @@ def main() -> None:
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.load else None
     tmp = Path(tempfile.mkdtemp(prefix="eh-stability-"))
     try:
-        outs, walls = [], []
+        outs, walls, measuring = [], [], []
         for i in range(args.runs):
             out = tmp / f"run{i}"
-            walls.append(demo(args.root, out, args.quick))
+            wall, meas = demo(args.root, out, args.quick)
+            walls.append(wall)
+            measuring.append(meas)
             outs.append(out)
-            print(f"run {i + 1}: {walls[-1]:.1f} s", flush=True)
+            print(f"run {i + 1}: {wall:.1f} s, measuring stage {meas if meas is None else round(meas, 1)} s "
+                  f"({out})", flush=True)
         reports = [json.loads((o / "local-cpu" / "report.json").read_text()) for o in outs]
         picks = []
         for o, rep in zip(outs, reports, strict=True):
@@ -102,6 +113,7 @@ def main() -> None:
             codes.append(r.returncode)
         print(f"compare exit codes between consecutive runs: {codes} (0 = no regression)")
         print(f"wall per run: {', '.join(f'{w:.1f}' for w in walls)} s")
+        print(f"measuring stage per run: {', '.join('?' if m is None else f'{m:.1f}' for m in measuring)} s")
     finally:
         if hog:
             hog.kill()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import re
-import weakref
+import threading
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -80,17 +82,22 @@ class Exporter:
     mixed: bool = False  # int8-static can keep named layers in float (`keep_float`)
 
     def __call__(self, model: Any, example: tuple[Any, ...], precision: str, out_path: Path,
-                 calibration: np.ndarray | None = None, keep_float: tuple[str, ...] = ()) -> Path:
-        """Export; `keep_float` names torch layers (`blocks.3.conv`) that stay float in an int8-static model."""
+                 calibration: np.ndarray | None = None, keep_float: tuple[str, ...] = (), **inputs: Any) -> Path:
+        """Export; `keep_float` names torch layers (`blocks.3.conv`) that stay float in an int8-static model.
+        `inputs` (named-input models: `input_names`, `dynamic_dims`) go to exporters that take them."""
         if precision not in self.precisions:
             raise ExportError(f"{self.name} export: unsupported precision {precision!r} "
                               f"({self.name} supports {', '.join(self.precisions)})")
+        if inputs:
+            taken = inspect.signature(self.fn).parameters
+            inputs = {k: v for k, v in inputs.items() if k in taken}
         if not keep_float:
-            return self.fn(model, example, precision, out_path, calibration=calibration)
+            return self.fn(model, example, precision, out_path, calibration=calibration, **inputs)
         if not self.mixed or precision != "int8-static":
             raise ExportError(f"{self.name} {precision} export cannot keep layers in float (only int8-static "
                               f"of {', '.join(n for n, e in EXPORTERS.items() if e.mixed) or 'no format'})")
-        return self.fn(model, example, precision, out_path, calibration=calibration, keep_float=tuple(keep_float))
+        return self.fn(model, example, precision, out_path, calibration=calibration, keep_float=tuple(keep_float),
+                       **inputs)
 
 
 # The one list of formats: config validation, file suffixes and `bench` read it.
@@ -152,24 +159,62 @@ def one_line(e: BaseException) -> str:
 
 
 # The fp32 conversion is the slow step (seconds) and every precision starts from it: keep the
-# bytes per live model, keyed by format, input shapes and the parameters' version counters
-# (an in-place update of a weight bumps them, so a changed model is converted again).
-_FP32: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], bytes]] = weakref.WeakKeyDictionary()
+# bytes of the last few conversions, keyed by format, input shapes, conversion settings and the
+# model's content (architecture and every tensor), so a changed model is converted again and two
+# models with the same content (a recipe that keeps the reference's weights) share one conversion.
+# Not the tensors' version counters: the TFLite converter bumps them all without changing a value,
+# which made every ONNX precision after a TFLite export convert fp32 again (~10 s each in the demo).
+FP32_KEEP = 6  # conversions kept in memory (the demo's network: about 17 MB each)
+_FP32: OrderedDict[tuple[Any, ...], bytes] = OrderedDict()
+_FP32_LOCK = threading.Lock()
+
+
+def state_digest(model: Any) -> str:
+    """Content hash of a torch module: its layers' classes (qualified: two `Net`s differ), repr, traced code
+    where it has some (fx graphs), and every parameter and buffer (about 0.1 s for 5M weights)."""
+    h = hashlib.sha256(repr(model).encode())
+    for m in model.modules():
+        h.update(f"{type(m).__module__}.{type(m).__qualname__}".encode())
+        code = getattr(m, "code", None)
+        if isinstance(code, str):
+            h.update(code.encode())
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        t = t.detach().cpu()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        if t.is_quantized:
+            t = t.dequantize()
+        h.update(t.contiguous().view(-1).view(torch_uint8()).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def torch_uint8() -> Any:
+    import torch  # exporters load torch lazily (bench imports this module without a model)
+
+    return torch.uint8
+
+
+def _options(convert: Callable[..., Any]) -> str:
+    """What a conversion function is and what it was bound with (a functools.partial's settings)."""
+    func = getattr(convert, "func", convert)
+    bound = (getattr(convert, "args", ()), sorted(getattr(convert, "keywords", {}).items()))
+    return f"{getattr(func, '__module__', '')}.{getattr(func, '__qualname__', repr(func))}{bound!r}"
 
 
 def fp32_once(fmt: str, model: Any, example: tuple[Any, ...], path: Path,
               convert: Callable[[Any, tuple[Any, ...], Path], None]) -> None:
-    """Write the fp32 conversion of `model` to `path`, converting only the first time per model."""
-    key = (fmt, tuple(tuple(t.shape) for t in example), tuple(str(t.dtype) for t in example),
-           tuple(p._version for p in model.parameters()), tuple(b._version for b in model.buffers()))
-    try:
-        memo = _FP32.setdefault(model, {})
-    except TypeError:  # not weak-referenceable: just convert
-        convert(model, example, path)
+    """Write the fp32 conversion of `model` to `path`, converting only once per model content and settings."""
+    key = (fmt, tuple(tuple(t.shape) for t in example), tuple(str(t.dtype) for t in example), state_digest(model),
+           _options(convert))
+    with _FP32_LOCK:
+        data = _FP32.get(key)
+        if data is not None:
+            _FP32.move_to_end(key)
+    if data is not None:
+        Path(path).write_bytes(data)
         return
-    if key not in memo:
-        convert(model, example, path)
-        memo.clear()
-        memo[key] = Path(path).read_bytes()
-    else:
-        Path(path).write_bytes(memo[key])
+    convert(model, example, path)
+    with _FP32_LOCK:
+        _FP32[key] = Path(path).read_bytes()
+        while len(_FP32) > FP32_KEEP:
+            _FP32.popitem(last=False)

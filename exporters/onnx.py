@@ -14,6 +14,7 @@ Precisions:
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
@@ -37,8 +38,13 @@ def export_onnx(
     out_path: Path,
     calibration: np.ndarray | None = None,
     keep_float: tuple[str, ...] = (),
+    dynamic_dims: tuple[dict[int, str], ...] | None = None,
+    input_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Export `model` to ONNX at `precision`, validate it in onnxruntime, write `out_path` atomically."""
+    """Export `model` to ONNX at `precision`, validate it in onnxruntime, write `out_path` atomically.
+
+    `dynamic_dims`: per input, more dimensions kept dynamic beside the batch ({1: "seq"}: a sequence
+    length; inputs naming the same dim share it). `input_names`: the graph's input names."""
     prequantized = carries_quantization(model)
     if prequantized and (precision != "int8-static" or keep_float):
         raise ExportError(f"onnx {precision} export failed: a quantization-aware-trained model exports as "
@@ -52,7 +58,9 @@ def export_onnx(
         # failure leaves nothing behind.
         with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=".onnx-export-") as tmp:
             fp32 = Path(tmp) / "fp32.onnx"
-            fp32_once("onnx", model, example, fp32, _export_fp32)
+            # Keyed by the input options too: a static graph of the same model (for MAC counts) is another file.
+            fp32_once(f"onnx{dynamic_dims or ''}{input_names or ''}", model, example, fp32,
+                      functools.partial(_export_fp32, dynamic_dims=dynamic_dims, input_names=input_names))
             final = Path(tmp) / "final.onnx"
             if prequantized:
                 _fold_weight_quantization(fp32)
@@ -64,7 +72,7 @@ def export_onnx(
                 _quantize_dynamic(fp32, final)
             else:
                 _quantize_static(fp32, final, calibration, keep_float)  # type: ignore[arg-type]
-            _validate(final, example)
+            _validate(final, example, dynamic_dims)
             os.replace(final, out_path)
     except ExportError as e:  # a validation finding: say which export it was
         raise ExportError(f"onnx {precision} export failed: {e}") from e
@@ -73,13 +81,19 @@ def export_onnx(
     return out_path
 
 
-def _export_fp32(model: Any, example: tuple[Any, ...], path: Path) -> None:
+def _export_fp32(model: Any, example: tuple[Any, ...], path: Path,
+                 dynamic_dims: tuple[dict[int, str], ...] | None = None,
+                 input_names: tuple[str, ...] | None = None) -> None:
     import torch
 
     model = model.eval()
     # A batch-1 example can silently specialise the batch dim to 1 (NOTES), so trace at batch 2.
     example2 = tuple(torch.cat([t, t], dim=0) for t in example)
     batch = torch.export.Dim("batch")
+    named: dict[str, Any] = {}  # one Dim per name: ids and mask share their sequence length
+    extra = dynamic_dims or tuple({} for _ in example)
+    shapes = tuple({0: batch, **{ax: named.setdefault(n, torch.export.Dim(n, min=1, max=4096))
+                                 for ax, n in dims.items()}} for dims in extra)
     with torch.no_grad():
         n_out = len(torch.utils._pytree.tree_leaves(model(*example)))
     single_in, single_out = len(example) == 1, n_out == 1
@@ -89,9 +103,10 @@ def _export_fp32(model: Any, example: tuple[Any, ...], path: Path) -> None:
         str(path),
         dynamo=True,
         external_data=False,
-        input_names=["input"] if single_in else [f"input_{i}" for i in range(len(example))],
+        input_names=list(input_names) if input_names else ["input"] if single_in else
+        [f"input_{i}" for i in range(len(example))],
         output_names=["logits"] if single_out else [f"output_{i}" for i in range(n_out)],
-        dynamic_shapes=tuple({0: batch} for _ in example),
+        dynamic_shapes=shapes,
         verbose=False,
     )
 
@@ -214,8 +229,9 @@ def _calibration_samples(calibration: np.ndarray) -> list[np.ndarray]:
 
 
 
-def _validate(path: Path, example: tuple[Any, ...]) -> None:
-    """The file must pass the checker, load in onnxruntime and run at batch 4 (dynamic batch)."""
+def _validate(path: Path, example: tuple[Any, ...], dynamic_dims: tuple[dict[int, str], ...] | None = None) -> None:
+    """The file must pass the checker, load in onnxruntime and run at batch 4 (dynamic batch), and with
+    every other dynamic dim 3 longer (zero-padded, as sequence inputs are)."""
     import onnx
     import onnxruntime as ort
 
@@ -226,5 +242,9 @@ def _validate(path: Path, example: tuple[Any, ...]) -> None:
     outs = sess.run(None, feeds)
     if outs[0].shape[0] != 4:
         raise ExportError(f"batch dim is not dynamic (batch 4 gave {outs[0].shape})")
+    if dynamic_dims and any(dynamic_dims):
+        longer = {i.name: np.pad(feeds[i.name], [(0, 3 if ax in dims else 0) for ax in range(feeds[i.name].ndim)])
+                  for i, dims in zip(sess.get_inputs(), dynamic_dims, strict=True)}
+        outs = outs + sess.run(None, longer)
     if not all(np.isfinite(o).all() for o in outs if np.issubdtype(o.dtype, np.floating)):
         raise ExportError("the exported model produced non-finite outputs")

@@ -42,8 +42,16 @@ def export_tflite(
     out_path: Path,
     calibration: np.ndarray | None = None,
     keep_float: tuple[str, ...] = (),
+    dynamic_dims: tuple[dict[int, str], ...] | None = None,
+    input_names: tuple[str, ...] | None = None,
 ) -> Path:
-    """Convert `model` to TFLite at `precision`, run it once in ai-edge-litert, write `out_path` atomically."""
+    """Convert `model` to TFLite at `precision`, run it once in ai-edge-litert, write `out_path` atomically.
+
+    TFLite files here have fixed shapes, the example's: `dynamic_dims` are accepted and not kept (litert-torch
+    0.10 fails on a dynamic sequence length through an embedding), so a sequence model is converted at the
+    example's (padded) length and the runner pads shorter inputs to it. Inputs are named `args_<i>`
+    (`input_names` unused): the runner maps input files onto them by order."""
+    del dynamic_dims, input_names
     prequantized = carries_quantization(model)
     if prequantized and (precision != "int8-static" or keep_float):
         raise ExportError(f"tflite {precision} export failed: a quantization-aware-trained model exports as "

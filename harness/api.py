@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -15,9 +16,10 @@ from pathlib import Path
 from harness.build.pipeline import Pipeline
 from harness.config.run import RunConfig, builtin_config, load_config
 from harness.config.targets_file import expand_replicas, load_targets_file, make_target
-from harness.errors import USER_ERRORS, HarnessError
+from harness.errors import USER_ERRORS, ConfigError, HarnessError
 from harness.measure.loop import measure_target
 from harness.measure.results import Measurement, TargetReport, load_report
+from harness.measure.task_metrics import metric_function
 from harness.progress import Progress
 from harness.report.cells import pick, safe_name
 from harness.report.files import write_summary, write_target_report
@@ -53,9 +55,15 @@ class RunResult:
         return "\n".join(lines)
 
 
-def demo_config(quick: bool = False) -> RunConfig:
-    """The shipped demo config (harness/config/builtin/demo.toml or demo-quick.toml)."""
-    return load_config(builtin_config("demo-quick" if quick else "demo"))
+DEMO_TASKS = ("image", "text")
+
+
+def demo_config(quick: bool = False, task: str = "image") -> RunConfig:
+    """The shipped demo config: image (demo.toml, demo-quick.toml) or text (demo-text.toml, demo-text-quick.toml)."""
+    if task not in DEMO_TASKS:
+        raise ConfigError(f"demo --task {task!r}: choose one of {', '.join(DEMO_TASKS)}")
+    stem = "demo" if task == "image" else f"demo-{task}"
+    return load_config(builtin_config(f"{stem}-quick" if quick else stem))
 
 
 def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
@@ -78,6 +86,7 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
     progress = progress or Progress(quiet=True)
     out = Path(out or cfg.out or f"reports/{cfg.name}")
     guard_out(out, resume, overwrite)
+    metric_function(cfg.report.metric)  # a user metric that does not import fails now, not after the training
     specs = load_targets_file(targets_file)
     names = expand_replicas(target_names or cfg.targets, specs)  # a lab group of N boards: N targets
     targets: list[Target] = []
@@ -88,8 +97,11 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
         for t in targets:
             t.close()
         raise
+    if progress.logs is None:
+        progress.logs = out / "logs"  # converter chatter: one log per step, off the terminal
     try:
-        prep = Pipeline(cfg, out, progress, cache_dir).prepare(only=only)
+        with progress.stage("build"):
+            prep = Pipeline(cfg, out, progress, cache_dir).prepare(only=only)
         result = RunResult(out=out)
 
         stop = threading.Event()
@@ -102,10 +114,14 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
 
         # Devices run concurrently; each one runs its cells one after another.
         pool = ThreadPoolExecutor(max_workers=max(1, len(targets)))
+        ready = sum(c.status == "ready" for c in prep.cells)
         try:
-            for t, rep in zip(targets, pool.map(one, targets)):
-                result.reports[t.name] = rep
-                result.report_dirs[t.name] = write_target_report(rep, out)
+            with progress.stage("measuring", eta_s=_measure_eta(cfg, ready)):
+                reports = list(pool.map(one, targets))
+            with progress.stage("reports"):
+                for t, rep in zip(targets, reports):
+                    result.reports[t.name] = rep
+                    result.report_dirs[t.name] = write_target_report(rep, out)
         except KeyboardInterrupt:
             # Ctrl-C or SIGTERM: the finished cells are on disk already; stop the running jobs
             # (closing a target kills its runner) so the workers return now, not after every cell.
@@ -116,11 +132,28 @@ def run_config(cfg: RunConfig, out: Path | str | None = None, targets_file: Path
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-        result.summary_path = write_summary(list(result.reports.values()), out)
+        with progress.stage("reports"):
+            result.summary_path = write_summary(list(result.reports.values()), out)
         return result
     finally:
         for t in targets:
             t.close()
+        progress.close()
+        _write_timings(progress, out)
+
+
+def _measure_eta(cfg: RunConfig, cells: int) -> float | None:
+    """The measuring stage's upper bound in seconds where the config sets one (the racing budget)."""
+    ms = cfg.measure
+    return float(ms.budget_s) if ms.strategy == "interleaved" and ms.budget_s and cells else None
+
+
+def _write_timings(progress: Progress, out: Path) -> None:
+    """OUT/timings.json: how long each stage and step of this run took (benchmarks/demo_stages.py reads it)."""
+    try:
+        (out / "timings.json").write_text(json.dumps(progress.timings(), indent=1) + "\n")
+    except OSError:
+        pass  # the reports matter; a missing timings file only leaves the benchmark without figures
 
 
 def _summary_from_disk(out: Path) -> None:

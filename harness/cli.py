@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Callable
 
 from harness import __version__
+from harness.bench_args import add_bench_arguments
 from harness.errors import USER_ERRORS, ConfigError
+from harness.logs import terminal
 from harness.progress import Progress
 from targets import device_lock
 
@@ -62,13 +64,21 @@ def writable_folder(out: Path | None) -> None:
                           "--out") from None
 
 
+def run_progress(args: argparse.Namespace) -> Progress:
+    """demo/run: a live display on a terminal, plain lines elsewhere; -q none, -v the converters' output too."""
+    if args.quiet and args.verbose:
+        raise ConfigError("-q (no progress lines) and -v (more output) contradict each other: pass one")
+    return Progress(quiet=args.quiet, verbose=args.verbose)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harness.api import demo_config, run_config
 
+    args.out = args.out or Path("reports/demo" if args.task == "image" else f"reports/demo-{args.task}")
     writable_folder(args.out)
-    cfg = demo_config(quick=args.quick)
+    cfg = demo_config(quick=args.quick, task=args.task)
     result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
-                        progress=Progress(quiet=args.quiet), resume=args.resume, overwrite=args.overwrite)
+                        progress=run_progress(args), resume=args.resume, overwrite=args.overwrite)
     print(result.summary_text())
     return 0 if result.any_ok else 1
 
@@ -80,46 +90,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = load_config(args.config)
     writable_folder(args.out or Path(cfg.out or f"reports/{cfg.name}"))
     result = run_config(cfg, out=args.out, targets_file=args.targets, target_names=args.target,
-                        only=args.only, progress=Progress(quiet=args.quiet), resume=args.resume,
+                        only=args.only, progress=run_progress(args), resume=args.resume,
                         overwrite=args.overwrite)
     print(result.summary_text())
     return 0 if result.any_ok else 1
 
 
-def num(v: float | None, spec: str = ".3f") -> str:
-    """A figure, or "-" where the measuring tool gives none (a phone's benchmark_model: no p99, no CI)."""
-    return "-" if v is None else format(v, spec)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     from harness.api import guard_out
     from harness.bench import BenchSettings, bench
+    from harness.bench_args import bench_options, profile_line, summary_line
     from harness.report.cells import safe_name
     from harness.report.markdown import render_markdown
 
     settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads,
                              min_time_s=args.min_time, mode="adaptive" if args.adaptive else "fixed",
-                             trust_pickle=args.trust_pickle)
+                             trust_pickle=args.trust_pickle, **bench_options(args))
     if args.out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         args.out = Path("reports/bench") / f"{safe_name(Path(args.model).stem)}-{stamp}"
     elif not args.overwrite:
         guard_out(args.out, resume=False, overwrite=False)
     writable_folder(args.out)
-    report, folder = bench(args.model, target=args.target, targets_file=args.targets, inputs=args.inputs,
-                           settings=settings, out=args.out, progress=Progress(quiet=args.quiet))
-    m = report.measurements[0]
-    lat = m.latency_ms or {}
-    ci = lat.get("p50_ci")
-    print(f"{Path(args.model).name} on {report.target['name']}: p50 {num(lat.get('p50'))} ms "
-          + (f"[95% CI {ci[0]:.3f}-{ci[1]:.3f}]" if ci else "[no CI: the tool gave no samples]")
-          + f", p99 {num(lat.get('p99'))} ms, mean {num(lat.get('mean'))} ms, n={lat.get('n')}, "
-          f"cold start {m.cold_start_ms['total']:.1f} ms, peak RSS {num(m.memory_mb.get('peak_rss'), '.1f')} MB "
-          f"({m.settings.get('runtime')} {m.settings.get('runtime_version')}, {m.settings.get('threads')} threads)")
-    print(f"report: {folder / 'report.json'}")
-    if args.verbose:
-        print(render_markdown(report))
-    return 0
+    reports, folder = bench(args.model, target=args.target or ["local-cpu"], targets_file=args.targets,
+                            inputs=args.inputs, settings=settings, out=args.out, progress=Progress(quiet=args.quiet))
+    for report in reports:
+        print(summary_line(Path(args.model).name, report))
+        line = profile_line(report)
+        if line:
+            print(line)
+        if args.verbose:
+            print(render_markdown(report))
+    print(f"report: {folder / 'summary.md'}" if len(reports) > 1 else
+          f"report: {folder / safe_name(str(reports[0].target['name'])) / 'report.json'}")
+    return 0 if all(r.measurements[0].ok for r in reports) else 1
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -141,6 +145,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(render_text(comp))
     print(f"written: {write_comparison(comp, args.out or args.new)}")
     return 1 if comp.regressions else 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from harness.report.schema import write_schemas
+
+    writable_folder(args.out)
+    for path in write_schemas(args.out):
+        print(path)
+    return 0
 
 
 def _float_where(ok: Callable[[float], bool], rule: str) -> Callable[[str], float]:
@@ -201,6 +214,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def runlike(sp: argparse.ArgumentParser) -> None:
         common(sp)
+        sp.add_argument("-v", "--verbose", action="store_true",
+                        help="also show converter and library output (always kept in OUT/logs/)")
         sp.add_argument("--target", action="append", help="measure on this target (repeatable; default local-cpu)")
         sp.add_argument("--resume", action="store_true", help="run only cells missing or failed in OUT")
         sp.add_argument("--overwrite", action="store_true", help="replace an earlier run's reports in OUT")
@@ -212,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the default evaluation, offline, on this machine")
     d.add_argument("--quick", action="store_true", help="fewer variants, data and runs (under 90 s)")
-    d.add_argument("--out", type=Path, default=Path("reports/demo"))
+    d.add_argument("--out", type=Path, default=None, help="output folder (default reports/demo, reports/demo-text)")
+    d.add_argument("--task", choices=("image", "text"), default="image",
+                   help="image: EfficientNet-Lite0 on textures; text: all-MiniLM-L6-v2 classifying sentences")
     runlike(d)
     d.set_defaults(func=cmd_demo)
 
@@ -224,20 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=cmd_run)
 
     b = sub.add_parser("bench", help="measure one .onnx / .tflite / .pt2 file")
-    b.add_argument("model", type=Path)
-    b.add_argument("--target", default="local-cpu")
-    b.add_argument("--inputs", type=Path, help=".npz with one array per model input (default: generated)")
-    b.add_argument("--runs", type=_positive, default=50)
-    b.add_argument("--warmup", type=_non_negative, default=5)
-    b.add_argument("--threads", type=_positive, default=None)
-    b.add_argument("--min-time", type=_non_negative_float, default=0.5, help="minimum timed seconds (default 0.5)")
-    b.add_argument("--adaptive", action="store_true", help="run until the p50 CI is within 2%%")
-    b.add_argument("--out", type=Path, default=None,
-                   help="output folder (default: reports/bench/<model>-<time>, a new one each run)")
-    b.add_argument("--overwrite", action="store_true", help="replace reports already in --out")
-    b.add_argument("-v", "--verbose", action="store_true", help="print the Markdown report")
-    b.add_argument("--trust-pickle", action="store_true",
-                   help="allow a .pt2 file: torch.export.load unpickles it, which runs any code it holds")
+    add_bench_arguments(b, _positive, _non_negative, _non_negative_float)
     common(b)
     no_wait(b)
     b.set_defaults(func=cmd_bench)
@@ -295,6 +299,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", type=Path, help="where to write compare.md/.json: a folder or a .md file "
                     "(default: NEW)")
     cp.set_defaults(func=cmd_compare)
+
+    sc = sub.add_parser("schema", help="write the JSON Schemas of report.json, summary.json and the run config",
+                        description="Generate the JSON Schemas of the file contracts from the dataclasses that "
+                        "write them: report.schema.json, summary.schema.json, config.schema.json.")
+    sc.add_argument("--out", type=Path, default=Path("reports/schema"),
+                    help="folder to write them into (default reports/schema)")
+    sc.set_defaults(func=cmd_schema)
     return p
 
 
@@ -303,7 +314,8 @@ def main(argv: list[str] | None = None, extra: Callable[[argparse.ArgumentParser
     args = parser.parse_args(argv)
     previous = _sigterm_as_interrupt()
     device_lock.POLICY.wait = not getattr(args, "no_wait", False)
-    device_lock.POLICY.say = lambda line: print(f"edge-harness: {line}", file=sys.stderr, flush=True)
+    # terminal(): the terminal even while a step's output is captured into its log.
+    device_lock.POLICY.say = lambda line: print(f"edge-harness: {line}", file=terminal(), flush=True)
     try:
         return int(args.func(args))
     except USER_ERRORS as e:

@@ -9,6 +9,8 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
+from targets.errors import TargetSettingError
+
 # The files that run on a device, each copied there alone.
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 WATCHDOG_PATH = Path(__file__).with_name("watchdog.py")
@@ -33,9 +35,23 @@ class Job:
     affinity: list[int] | None = None
     runtime: str = "auto"
     providers: list[str] | None = None
+    graph_optimization_level: str | None = None  # onnxruntime: "disable" | "basic" | "extended" | "all"
+    xnnpack: bool | None = None  # LiteRT: False = the BUILTIN_WITHOUT_DEFAULT_DELEGATES op resolver
+    delegate: str | None = None  # LiteRT: an external delegate library (a device path), via load_delegate
+    delegate_options: dict[str, Any] | None = None
+    batch: int | None = None  # time at this batch size (the timing inputs' samples repeated along dim 0)
+    profile: bool = False  # then a per-operator profile from the runtime's profiler, after the timed runs
+    profile_runs: int = 50
     device: str | None = None
     eval_batch: int = 1
     timeout_s: float = 600.0
+
+    def with_runtime_options(self, options: dict[str, Any]) -> Job:
+        """This job with runtime options (RUNTIME_OPTIONS keys) set where `options` gives them."""
+        for key, value in options.items():
+            if key in RUNTIME_OPTIONS and value is not None:
+                setattr(self, key, value)
+        return self
 
     def to_runner(self, artifact: str, timing: str | None, evaluation: str | None, out: str) -> dict[str, Any]:
         """The JSON the runner reads, with paths as the device sees them."""
@@ -64,9 +80,37 @@ class RawResult:
         return cls(status="failed", error=error, **kw)
 
 
+# Runtime options, named as the runtimes name them, with the format each applies to; a variant or a
+# target may set them (the variant wins).
+RUNTIME_OPTIONS: dict[str, str] = {"providers": "onnx", "graph_optimization_level": "onnx", "xnnpack": "tflite",
+                                   "delegate": "tflite", "delegate_options": "tflite"}
+GRAPH_OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
+
+
+def runtime_option_error(key: str, value: Any) -> str | None:
+    """Why a runtime option's value is wrong (one line), or None when it is right."""
+    if key not in RUNTIME_OPTIONS:
+        return f"unknown runtime option {key!r} (known: {', '.join(RUNTIME_OPTIONS)})"
+    if key == "providers" and not (isinstance(value, list) and value and all(isinstance(p, str) and p.strip()
+                                                                              for p in value)):
+        return f"providers must be a non-empty list of onnxruntime provider names, got {value!r}"
+    if key == "graph_optimization_level" and value not in GRAPH_OPTIMIZATION_LEVELS:
+        return f"graph_optimization_level {value!r} is not one of {', '.join(GRAPH_OPTIMIZATION_LEVELS)}"
+    if key == "xnnpack" and not isinstance(value, bool):
+        return f"xnnpack must be true or false, got {value!r}"
+    if key == "delegate" and not (isinstance(value, str) and value.strip()):
+        return f"delegate must be the path of a delegate library on the device, got {value!r}"
+    if key == "delegate_options" and not (isinstance(value, dict) and all(
+            isinstance(v, (str, int, float, bool)) for v in value.values())):
+        return f"delegate_options must be a table of names to strings or numbers, got {value!r}"
+    return None
+
+
 # Settings every target kind takes, with the types a targets file may give them.
 COMMON_SETTINGS: dict[str, tuple[type, ...]] = {
     "kind": (str,), "threads": (int,), "python": (str,), "workdir": (str,), "affinity": (list,),
+    "providers": (list,), "graph_optimization_level": (str,), "xnnpack": (bool,), "delegate": (str,),
+    "delegate_options": (dict,),
 }
 
 
@@ -95,6 +139,15 @@ class Target(ABC):
         self.name = name
         self.threads = threads
         self.settings = settings
+        for key in RUNTIME_OPTIONS:
+            why = runtime_option_error(key, settings[key]) if key in settings else None
+            if why:
+                raise TargetSettingError(f"target {name}: {why}")
+
+    @property
+    def runtime_options(self) -> dict[str, Any]:
+        """The runtime options this target's table sets (a variant's own replace them)."""
+        return {k: self.settings[k] for k in RUNTIME_OPTIONS if k in self.settings}
 
     @property
     def host(self) -> str:
@@ -115,8 +168,9 @@ class Target(ABC):
     # Whether `open_resident` works here: a model kept loaded in a runner process, timed in blocks.
     resident: bool = False
 
-    def open_resident(self, job: Job) -> Any:
-        """A resident runner (targets.resident.ResidentRunner) for `job`, on targets that keep one."""
+    def open_resident(self, job: Job, lifetime_s: float | None = None) -> Any:
+        """A resident runner (a targets.resident.Resident) for `job`, on targets that keep one. `lifetime_s`:
+        how long it may live at most (the whole race), where the target enforces one (the SSH watchdog)."""
         raise NotImplementedError(f"target kind {self.kind} runs each job in a fresh process only")
 
     def acquire(self) -> None:

@@ -68,7 +68,7 @@ class GpuTarget(LocalTarget):
             return RawResult.failed(self._missing)
         return super().run(self._on_gpu(job))
 
-    def open_resident(self, job: Job) -> ResidentRunner:
+    def open_resident(self, job: Job, lifetime_s: float | None = None) -> ResidentRunner:
         if self._missing:
             raise TargetError(self._missing)
-        return super().open_resident(self._on_gpu(job))
+        return super().open_resident(self._on_gpu(job), lifetime_s)

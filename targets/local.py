@@ -141,10 +141,11 @@ class LocalTarget(Target):
 
     resident = True  # keeps models loaded between timed blocks (targets.resident)
 
-    def open_resident(self, job: Job) -> ResidentRunner:
+    def open_resident(self, job: Job, lifetime_s: float | None = None) -> ResidentRunner:
         """Start a resident runner for `job` (load, first inference, evaluation); time it with `.block()`.
 
-        The machine stays held until the runner is closed."""
+        The machine stays held until the runner is closed. No lifetime is enforced here: the runner
+        ends when its stdin closes, which the host's exit does too."""
         self._hold()
         try:
             return self._open_resident(job)

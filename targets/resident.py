@@ -4,6 +4,10 @@ The host keeps one per cell and times them one at a time in alternating order (t
 stage's interleaving), so a block costs no process start or model load, and a device that
 changes speed during a run slows every cell alike. Between blocks the process is blocked on a
 read of its stdin; `cpu_seconds` lets the host check that an idle one really uses no CPU.
+
+`Resident` is the protocol (READY, then one JSON command line in, one line out; see `serve()` in
+targets/runner.py), whatever carries the bytes; `ResidentRunner` is the local transport, a child
+process with pipes. The SSH transport (targets/ssh/resident.py) runs it under the device's watchdog.
 """
 
 from __future__ import annotations
@@ -14,107 +18,220 @@ import select
 import signal
 import subprocess
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import Callable
 
 from targets.base import RawResult
 from targets.errors import TargetError
 
 READY = "READY"
+EXIT_WAIT_S = 3.0  # how long a runner whose output has ended may take to report its exit status
+
+ReadResult = Callable[[Path, "int | None", str], RawResult]  # (output folder, exit status, log) -> result
 
 
-class ResidentRunner:
-    """A runner process started with --serve: `start` loads and scores the model, `block` times it."""
+def meminfo_available_mb(text: str) -> float | None:
+    """MemAvailable in MB from the text of /proc/meminfo, or None."""
+    for line in text.splitlines():
+        if line.startswith("MemAvailable:"):
+            try:
+                return int(line.split()[1]) / 1024
+            except (ValueError, IndexError):
+                return None
+    return None
 
-    def __init__(self, cmd: list[str], env: dict[str, str], out_dir: Path, read_result: Any,
-                 start_timeout_s: float, on_close: Callable[[], None] | None = None) -> None:
+
+def stat_cpu_seconds(text: str, clock_ticks: int) -> float | None:
+    """User + system CPU seconds from the text of /proc/PID/stat, or None."""
+    try:
+        fields = text.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / clock_ticks
+    except (ValueError, IndexError):
+        return None
+
+
+class Resident(ABC):
+    """A runner started with --serve: `_start` (from a transport's constructor) waits for READY (load, first
+    inference, evaluation done), `block` times it. Transports carry the bytes: `_send`, `_recv`, `exit_code`,
+    `_stop`, `log`; `cpu_seconds` and `mem_available_mb` read where the runner lives."""
+
+    def __init__(self, out_dir: Path, read_result: ReadResult, on_close: Callable[[], None] | None) -> None:
         self.out_dir = out_dir
-        self._on_close = on_close  # called once, when the runner is closed (the target lets the device go)
         self._read_result = read_result
-        self._log = open(out_dir / "runner.log", "w+")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     env=env, start_new_session=True, bufsize=0)
+        self._on_close = on_close  # called once, when the runner is closed (the target lets the device go)
         self._pending = b""  # stdout bytes read but not yet returned as a line
-        self.initial: RawResult = self._wait_ready(start_timeout_s)
+        self._closed = False
+        self._eof = False  # the runner's stdout has ended: its exit status is on its way
+        self.initial: RawResult = RawResult.failed("not started")
 
-    def _wait_ready(self, timeout_s: float) -> RawResult:
+    # ------------------------------------------------------------------ the transport
+
+    @abstractmethod
+    def _send(self, data: bytes) -> None:
+        """Write to the runner's stdin; raises OSError when it is gone."""
+
+    @abstractmethod
+    def _recv(self, timeout_s: float) -> bytes | None:
+        """The next stdout bytes: b"" at end of file, None when none came within `timeout_s`."""
+
+    @abstractmethod
+    def exit_code(self) -> int | None:
+        """The runner's exit status once it has ended (negative: ended by that signal), else None."""
+
+    @abstractmethod
+    def _stop(self) -> None:
+        """End the runner (it is not needed any more); safe to call twice."""
+
+    @abstractmethod
+    def log(self) -> str:
+        """What the runner wrote on stderr so far."""
+
+    def _cleanup(self) -> None:  # noqa: B027 - a hook: most transports leave nothing behind
+        """Remove what the runner left behind (after `_stop`)."""
+
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU time the runner has used so far, or None where it cannot be read."""
+        return None
+
+    def mem_available_mb(self) -> float | None:
+        """MemAvailable of the machine this runner lives on (Linux /proc), or None."""
+        try:
+            return meminfo_available_mb(Path("/proc/meminfo").read_text())
+        except OSError:
+            return None
+
+    # ------------------------------------------------------------------ the protocol
+
+    def _start(self, timeout_s: float) -> RawResult:
         """Wait for READY; the runner's result.json (load, first inference, evaluation) is the result."""
-        assert self.proc.stdout is not None
         deadline = time.monotonic() + timeout_s
         while True:
-            line = self._readline(self.proc.stdout, deadline)
+            line = self._readline(deadline)
             if line is None:  # the process ended, or never got ready: whatever it wrote says why
-                self.close()
-                code = self.proc.returncode
+                code = self.exit_code()
+                self._stop()
                 if code is None:
-                    return RawResult.failed(f"runner did not get ready within {timeout_s:g} s (killed)")
-                return self._read_result(self.out_dir, code, self.log())
+                    result = RawResult.failed(f"runner did not get ready within {timeout_s:g} s (killed)")
+                else:
+                    result = self._read_result(self.out_dir, code, self.log())
+                self.close()
+                return result
             if line.strip() == READY:
                 return self._read_result(self.out_dir, None, "")
 
-    def _readline(self, stream: IO[bytes], deadline: float) -> str | None:
-        """The next stdout line, read straight from the pipe (no hidden buffer), or None at EOF/timeout."""
-        fd = stream.fileno()
+    def _readline(self, deadline: float) -> str | None:
+        """The next stdout line, or None at end of file, when the runner ended, or at the deadline."""
         while b"\n" not in self._pending:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            ready, _, _ = select.select([fd], [], [], min(left, 1.0))
-            if ready:
-                chunk = os.read(fd, 65536)
-                if not chunk:
+            chunk = self._recv(min(left, 1.0))
+            if chunk is None:
+                if self.exit_code() is not None:
                     return None
-                self._pending += chunk
-            elif self.proc.poll() is not None:
+                continue
+            if not chunk:
+                self._eof = True
                 return None
+            self._pending += chunk
         line, self._pending = self._pending.split(b"\n", 1)
         return line.decode(errors="replace")
 
     def block(self, runs: int, discard: int = 0, timeout_s: float = 300.0) -> list[int]:
         """Time `runs` iterations after `discard` untimed ones; raises TargetError if the runner fails."""
-        if self.proc.poll() is not None or self.proc.stdin is None or self.proc.stdout is None:
+        if self.exit_code() is not None:
             raise TargetError(f"resident runner has exited ({self._last_log_line()})")
         try:
             cmd = {"cmd": "block", "runs": int(runs), "discard": int(discard)}
-            self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
-        except (BrokenPipeError, OSError) as e:
+            self._send((json.dumps(cmd) + "\n").encode())
+        except OSError as e:
             raise TargetError(f"resident runner is gone ({e.strerror or e}; {self._last_log_line()})") from None
-        line = self._readline(self.proc.stdout, time.monotonic() + timeout_s)
+        line = self._readline(time.monotonic() + timeout_s)
         if line is None:
+            code, why = self.exit_code(), self._last_log_line()
             self.close()
-            raise TargetError(f"resident runner gave no block within {timeout_s:g} s ({self._last_log_line()})")
+            if code is not None:
+                raise TargetError(f"resident runner ended during a block (exit status {code}; {why})")
+            raise TargetError(f"resident runner gave no block within {timeout_s:g} s ({why})")
         try:
             return [int(x) for x in json.loads(line)["latencies_ns"]]
         except (ValueError, KeyError, TypeError):
             raise TargetError(f"resident runner answered {line.strip()[:200]!r}") from None
 
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU time the process has used so far (Linux /proc), or None."""
+    def _last_log_line(self) -> str:
+        lines = [ln for ln in self.log().splitlines() if ln.strip()]
+        return lines[-1][:300] if lines else f"exit status {self.exit_code()}"
+
+    def close(self) -> None:
+        """End the runner and let the device go (once; later calls do nothing)."""
+        self._stop()
+        if self._closed:
+            return
+        self._closed = True
+        self._cleanup()
+        if self._on_close is not None:
+            self._on_close()
+
+    def __enter__(self) -> Resident:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class ResidentRunner(Resident):
+    """A resident runner on this machine: a child process with its stdin and stdout as pipes."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], out_dir: Path, read_result: ReadResult,
+                 start_timeout_s: float, on_close: Callable[[], None] | None = None) -> None:
+        super().__init__(out_dir, read_result, on_close)
+        self._log = open(out_dir / "runner.log", "w+")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
+                                     env=env, start_new_session=True, bufsize=0)
+        self.initial = self._start(start_timeout_s)
+
+    def _send(self, data: bytes) -> None:
+        if self.proc.stdin is None:
+            raise OSError("no stdin")
         try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        except (OSError, ValueError, IndexError):
+            self.proc.stdin.write(data)
+        except ValueError:  # closed already
+            raise OSError("stdin closed") from None
+
+    def _recv(self, timeout_s: float) -> bytes | None:
+        """Read straight from the pipe (no hidden buffer)."""
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        if not select.select([fd], [], [], timeout_s)[0]:
+            return None
+        return os.read(fd, 65536)
+
+    def exit_code(self) -> int | None:
+        if self._eof:  # its stdout closed as it ended: the status follows at once
+            try:
+                return self.proc.wait(timeout=EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
+                return None
+        return self.proc.poll()
+
+    def cpu_seconds(self) -> float | None:
+        """From Linux /proc (None elsewhere)."""
+        try:
+            return stat_cpu_seconds(Path(f"/proc/{self.proc.pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
+        except OSError:
             return None
 
     def log(self) -> str:
         try:
-            self._log.flush()
+            if not self._log.closed:
+                self._log.flush()
             return (self.out_dir / "runner.log").read_text(errors="replace")
         except OSError:
             return ""
 
-    def _last_log_line(self) -> str:
-        lines = [ln for ln in self.log().splitlines() if ln.strip()]
-        return lines[-1][:300] if lines else f"exit status {self.proc.poll()}"
-
-    def close(self) -> None:
-        """Ask the runner to exit; kill its process group if it does not within 2 s."""
-        self._stop()
-        on_close, self._on_close = self._on_close, None
-        if on_close is not None:
-            on_close()
-
     def _stop(self) -> None:
+        """Ask the runner to exit; kill its process group if it does not within 2 s."""
         if self.proc.poll() is None:
             try:
                 assert self.proc.stdin is not None
@@ -134,9 +251,3 @@ class ResidentRunner:
             except OSError:
                 pass
         self._log.close()
-
-    def __enter__(self) -> ResidentRunner:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

@@ -34,7 +34,9 @@ def read_result(out_dir: Path, code: int | None, log: str) -> RawResult:
         tail = log.strip().splitlines()[-1:] if log.strip() else []
         if tail:
             reason += f": {tail[0][:300]}"
-            if "MemoryError" in tail[0] or "Cannot allocate memory" in tail[0]:
+            # CPython's compile() and friends return NULL without an exception when an allocation fails
+            if any(sign in tail[0] for sign in ("MemoryError", "Cannot allocate memory",
+                                                 "returned NULL without setting an exception")):
                 reason += " (out of memory on the device?)"
         return RawResult.failed(reason, exit_code=code, log=log)
     try:

@@ -19,6 +19,7 @@ values mean the runner itself crashed (the host then reports the exit status).
 This file must not import anything from the harness: it is copied alone to devices.
 """
 
+import bisect
 import errno
 import glob
 import json
@@ -295,8 +296,13 @@ class Session:
         return {}
 
 
+# onnxruntime's GraphOptimizationLevel by the names its documentation gives the levels.
+GRAPH_OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                    "all": "ORT_ENABLE_ALL"}
+
+
 class OnnxSession(Session):
-    def __init__(self, path, threads, providers):
+    def __init__(self, path, threads, providers, graph_optimization_level=None, profile_prefix=None):
         try:
             import onnxruntime as ort
         except ImportError as e:
@@ -308,6 +314,13 @@ class OnnxSession(Session):
             opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         opts.log_severity_level = 3
+        level = graph_optimization_level or "all"  # onnxruntime's own default
+        if level not in GRAPH_OPT_LEVELS:
+            raise JobFailed("graph_optimization_level %r is not one of %s" % (level, ", ".join(GRAPH_OPT_LEVELS)))
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPT_LEVELS[level])
+        if profile_prefix:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = profile_prefix
         available = ort.get_available_providers()
         providers = providers or ["CPUExecutionProvider"]
         missing = [p for p in providers if p not in available]
@@ -319,6 +332,7 @@ class OnnxSession(Session):
         except Exception as e:
             raise JobFailed("cannot load %s with onnxruntime: %s" % (os.path.basename(path), _first_line(e)))
         self.providers = self.sess.get_providers()
+        self.options = {"providers": self.providers, "graph_optimization_level": level}
         types = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64",
                  "tensor(int64)": "int64", "tensor(int32)": "int32", "tensor(int8)": "int8",
                  "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
@@ -331,13 +345,14 @@ class OnnxSession(Session):
 
 
 class TfliteSession(Session):
-    def __init__(self, path, threads, runtime):
+    def __init__(self, path, threads, runtime, xnnpack=True, delegate=None, delegate_options=None):
         interp_cls = None
         errors = []
         for name in ([runtime] if runtime not in (None, "auto") else ["ai-edge-litert", "tflite-runtime"]):
             try:
                 if name == "ai-edge-litert":
                     from ai_edge_litert.interpreter import Interpreter as interp_cls  # noqa: N813
+                    from ai_edge_litert import interpreter as module
                     from importlib import metadata
 
                     self.version = metadata.version("ai-edge-litert")
@@ -352,6 +367,7 @@ class TfliteSession(Session):
                         raise JobFailed("tflite-runtime needs numpy < 2 but numpy %s is installed; "
                                         "install ai-edge-litert instead" % numpy.__version__)
                     from tflite_runtime.interpreter import Interpreter as interp_cls  # noqa: N813
+                    from tflite_runtime import interpreter as module
                     import tflite_runtime
 
                     self.version = getattr(tflite_runtime, "__version__", "unknown")
@@ -364,8 +380,21 @@ class TfliteSession(Session):
         if interp_cls is None:
             raise JobFailed("no TFLite runtime for %s (pip install ai-edge-litert): %s"
                             % (sys.executable, "; ".join(errors)))
+        kwargs = {"model_path": path, "num_threads": int(threads) if threads else None}
+        self.options = {"xnnpack": bool(xnnpack), "op_resolver": "BUILTIN" if xnnpack else
+                        "BUILTIN_WITHOUT_DEFAULT_DELEGATES", "delegate": delegate, "delegate_options": delegate_options}
+        if not xnnpack:  # the builtin kernels alone: XNNPACK is the default delegate of the BUILTIN resolver
+            kwargs["experimental_op_resolver_type"] = module.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        if delegate:
+            if not os.path.isfile(delegate):
+                raise JobFailed("delegate library not found on this device: %s" % delegate)
+            try:
+                opts = dict((str(k), str(v)) for k, v in (delegate_options or {}).items())
+                kwargs["experimental_delegates"] = [module.load_delegate(delegate, opts)]
+            except Exception as e:
+                raise JobFailed("cannot load delegate %s: %s" % (os.path.basename(delegate), _first_line(e)))
         try:
-            self.interp = interp_cls(model_path=path, num_threads=int(threads) if threads else None)
+            self.interp = interp_cls(**kwargs)
             self.interp.allocate_tensors()
         except Exception as e:
             msg = _first_line(e)
@@ -386,8 +415,10 @@ class TfliteSession(Session):
             x = feeds[name]
             if list(x.shape) != self._shape[d["index"]]:
                 self.interp.resize_tensor_input(d["index"], list(x.shape))
-                self.interp.allocate_tensors()
+                # Recorded before allocating: when allocation fails (a fixed-shape graph tried at another batch),
+                # the tensor is resized all the same, and the next call must resize it back.
                 self._shape[d["index"]] = list(x.shape)
+                self.interp.allocate_tensors()
             scale, zero = d.get("quantization", (0.0, 0))
             if d["dtype"] in (np.int8, np.uint8) and x.dtype != d["dtype"] and scale:
                 x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min,
@@ -473,9 +504,11 @@ def open_session(job):
     if not os.path.isfile(path):
         raise JobFailed("model file not found: %s" % path)
     if fmt == "onnx":
-        return OnnxSession(path, job.get("threads"), job.get("providers"))
+        return OnnxSession(path, job.get("threads"), job.get("providers"), job.get("graph_optimization_level"))
     if fmt == "tflite":
-        return TfliteSession(path, job.get("threads"), job.get("runtime"))
+        xnnpack = job.get("xnnpack")
+        return TfliteSession(path, job.get("threads"), job.get("runtime"), xnnpack is None or bool(xnnpack),
+                             job.get("delegate"), job.get("delegate_options"))
     if fmt == "torch":
         return TorchSession(path, job.get("threads"), job.get("device"))
     raise JobFailed("unknown model format %r" % fmt)
@@ -540,12 +573,32 @@ def load_inputs(path, session, what):
             raise JobFailed("input %r expects shape %s but %s inputs have shape %s"
                             % (name, _fmt_shape(shape), what, list(arr.shape)))
         for i, (want, got) in enumerate(zip(shape, arr.shape)):
+            if i > 0 and want is not None and got < want and arr.dtype.kind in "iub":
+                # token ids / masks shorter than a fixed-length model's: pad with 0 (padding, masked out)
+                arr = np.pad(arr, [(0, want - got if j == i else 0) for j in range(arr.ndim)])
+                continue
             # dim 0 of evaluation inputs is the sample count; the model sees batch slices
             if want is not None and want != got and not (i == 0 and what == "evaluation"):
                 raise JobFailed("input %r expects shape %s but %s inputs have shape %s"
                                 % (name, _fmt_shape(shape), what, list(arr.shape)))
         feeds[name] = np.ascontiguousarray(arr)
     return feeds
+
+
+def rebatch(feeds, session, batch):
+    """The timing inputs at batch size `batch`: their samples repeated (or cut) along dimension 0."""
+    import numpy as np
+
+    out = {}
+    for name, shape, _ in session.inputs:
+        x = feeds[name]
+        if shape and shape[0] is not None and shape[0] != batch:
+            raise JobFailed("input %r has a fixed batch of %d; it cannot run at batch %d" % (name, shape[0], batch))
+        if not x.ndim:
+            raise JobFailed("input %r is a scalar; it has no batch dimension" % name)
+        reps = -(-batch // max(1, x.shape[0]))
+        out[name] = np.ascontiguousarray(np.concatenate([x] * reps)[:batch]) if reps > 1 else x[:batch]
+    return out
 
 
 def _fmt_shape(shape):
@@ -555,18 +608,32 @@ def _fmt_shape(shape):
 # --------------------------------------------------------------------------- timing
 
 
+_EXACT_CI_MAX_N = 1000  # exact binomial ranks up to here (as the host's scipy gives); beyond, the normal approx.
+
+
 def _median_ci(sorted_vals, confidence=0.95):
-    """Distribution-free CI of the median from order statistics (normal approx. to the binomial)."""
+    """Distribution-free CI of the median from order statistics: 1-based ranks [k, n + 1 - k] with k the
+    largest rank such that P(X < k) <= (1 - confidence) / 2 for X ~ binomial(n, 1/2), as the host's
+    median_ci computes it. Up to _EXACT_CI_MAX_N the sum is exact; beyond, the normal approximation with
+    continuity correction (at most one rank wider than exact)."""
     import math
 
     n = len(sorted_vals)
-    if n < 6:
+    tail = (1.0 - confidence) / 2.0
+    if n <= _EXACT_CI_MAX_N:
+        log_all = n * math.log(0.5) + math.lgamma(n + 1)
+        cdf, k = 0.0, 0
+        for i in range(n // 2 + 1):
+            cdf += math.exp(log_all - math.lgamma(i + 1) - math.lgamma(n - i + 1))
+            if cdf > tail * (1 + 1e-12):
+                break
+            k = i + 1  # P(X <= i) <= tail: rank i + 1 may be the lower bound
+    else:
+        z = 1.959963984540054 if confidence == 0.95 else 2.5758293035489
+        k = int(math.floor(n / 2.0 + 0.5 - z * math.sqrt(n) / 2.0))
+    if k < 1:
         return sorted_vals[0], sorted_vals[-1]
-    z = 1.959963984540054 if confidence == 0.95 else 2.5758293035489
-    half = z * math.sqrt(n) / 2.0
-    lo = max(0, int(math.floor(n / 2.0 - half)))
-    hi = min(n - 1, int(math.ceil(n / 2.0 + half)))
-    return sorted_vals[lo], sorted_vals[hi]
+    return sorted_vals[k - 1], sorted_vals[n - k]
 
 
 def time_loop(session, feeds, job):
@@ -627,7 +694,33 @@ def time_loop(session, feeds, job):
 
 
 def run_eval(session, feeds, batch):
-    """Run every evaluation sample (in batches of `batch`) and stack the outputs."""
+    """Run every evaluation sample in batches of `batch` and stack the outputs; returns (outputs, batch).
+
+    Batching is only a shortcut: the first batch is checked against the same samples run one at a
+    time, and a model whose outputs depend on the batch (onnxruntime's dynamic int8 quantizes each
+    tensor with one scale over the whole batch), that will not run at that batch (a fixed batch dim,
+    a reshape that bakes it in) or that returns other than one row per sample is evaluated one sample
+    at a time, as it runs when deployed.
+    """
+    import numpy as np
+
+    n = len(next(iter(feeds.values())))
+    if batch > 1 and n > 1:
+        k = min(batch, n)
+        try:
+            head = {name: v[:k] for name, v in feeds.items()}
+            single = _eval_chunks(session, head, 1)
+            outs = _eval_chunks(session, feeds, batch)
+            if (all(o.ndim and len(o) == n for o in outs) and len(outs) == len(single)
+                    and all(np.allclose(o[:k], s1, rtol=1e-5, atol=1e-6 * max(1.0, float(np.abs(s1).max())))
+                            for o, s1 in zip(outs, single))):
+                return outs, batch
+        except Exception:
+            pass
+    return _eval_chunks(session, feeds, 1), 1
+
+
+def _eval_chunks(session, feeds, batch):
     import numpy as np
 
     n = len(next(iter(feeds.values())))
@@ -639,6 +732,349 @@ def run_eval(session, feeds, batch):
         for c, o in zip(chunks, outs):
             c.append(np.asarray(o))
     return [np.concatenate(c) for c in chunks or []]
+
+
+# --------------------------------------------------------------------------- profiles
+
+PROFILE_TOP = 15
+# onnxruntime kernels that compute in 8-bit integers, beyond the QLinear* family
+ONNX_INT8_OPS = ("ConvInteger", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QGemm",
+                 "QAttention", "QEmbedLayerNormalization", "QOrderedMatMul", "MulInteger")
+ONNX_CONVERT_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear")
+_INT_TYPES = ("int8", "uint8", "int4", "uint4")
+
+
+def onnx_op_kind(op_type, input_types):
+    """"int8" (an integer kernel), "convert" (quantize / dequantize) or "float", from an ORT node."""
+    if op_type in ONNX_CONVERT_OPS or op_type == "Cast" and input_types and input_types[0].startswith(("int", "uint")):
+        return "convert"  # a Cast of ConvInteger's int32 output to float is the dequantization's first half
+    if op_type.startswith("QLinear") or op_type in ONNX_INT8_OPS:
+        return "int8"
+    # Data movement on 8-bit tensors (Reshape, Transpose, MaxPool of a quantized activation) runs quantized too.
+    if input_types and input_types[0] in _INT_TYPES:
+        return "int8"
+    return "float"
+
+
+def litert_op_kind(tag):
+    """The same split from an XNNPACK operator name ("Convolution (NHWC, QC8) IGEMM", "Convert (NC)") or
+    a builtin kernel's (its tensors' types are given then as "OP/int8")."""
+    if tag.startswith("Convert") or tag.startswith("QUANTIZE") or tag.startswith("DEQUANTIZE"):
+        return "convert"
+    inside = tag[tag.find("(") + 1:tag.find(")")] if "(" in tag and ")" in tag else ""
+    words = [w.strip() for w in inside.replace(",", " ").split()] + tag.split("/")[1:]
+    if any(w[:2] in ("QS", "QU", "QC", "QD") or w in ("X8", "int8", "uint8") for w in words):
+        return "int8"
+    return "float"
+
+
+def _mean_ms(ns):
+    return round(float(sum(ns)) / len(ns) / 1e6, 6) if ns else None
+
+
+def _median_ms(ns):
+    s = sorted(ns)
+    return round((s[(len(s) - 1) // 2] + s[len(s) // 2]) / 2.0 / 1e6, 6) if s else None
+
+
+def fold_ops(events, runs, source, wall_ns, bare_ns):
+    """Fold per-operator events [(node, op_type, kind, us, provider, run)] over `runs` runs: the top operators
+    by time, the time per op type, and the split between int8 kernels, conversions and float kernels.
+
+    Times are means per run; the median run's operator time is given too (`op_ms_median_run`), for a device
+    where other processes preempt some runs (the mean then carries their waits, the median does not)."""
+    nodes, types, kinds, providers = {}, {}, {}, {}
+    per_run_us = [0.0] * max(1, runs)
+    for node, op_type, kind, us, provider, run in events:
+        if 0 <= run < len(per_run_us):
+            per_run_us[run] += us
+        n = nodes.setdefault(node, {"name": node, "op_type": op_type, "kind": kind, "us": 0.0})
+        n["us"] += us
+        t = types.setdefault(op_type, {"op_type": op_type, "kind": kind, "us": 0.0, "nodes": set()})
+        t["us"] += us
+        t["nodes"].add(node)
+        k = kinds.setdefault(kind, {"us": 0.0, "nodes": set()})
+        k["us"] += us
+        k["nodes"].add(node)
+        if provider:
+            providers[provider] = providers.get(provider, 0.0) + us
+    total_us = sum(n["us"] for n in nodes.values())
+    per_run = float(max(1, runs))
+
+    def ms(us):
+        return round(us / per_run / 1000.0, 6)
+
+    def share(us):
+        return round(us / total_us, 4) if total_us > 0 else 0.0
+
+    top = sorted(nodes.values(), key=lambda n: -n["us"])[:PROFILE_TOP]
+    out = {
+        "source": source,
+        "runs": runs,
+        "op_ms_per_run": ms(total_us),
+        "op_ms_median_run": _median_ms([us * 1000.0 for us in per_run_us]),
+        "wall_ms_per_run": _mean_ms(wall_ns),  # the profiled runs, profiler overhead included
+        "unprofiled_ms_per_run": _mean_ms(bare_ns),  # the timed session's runs, in blocks between them
+        "unprofiled_ms_median_run": _median_ms(bare_ns),
+        "nodes": len(nodes),
+        "top_ops": [{"name": n["name"], "op_type": n["op_type"], "kind": n["kind"], "ms": ms(n["us"]),
+                     "share": share(n["us"])} for n in top],
+        "by_op_type": [{"op_type": t["op_type"], "kind": t["kind"], "nodes": len(t["nodes"]), "ms": ms(t["us"]),
+                        "share": share(t["us"])} for t in sorted(types.values(), key=lambda t: -t["us"])],
+        "precision": dict((k, {"nodes": len(v["nodes"]), "ms": ms(v["us"]), "share": share(v["us"])})
+                          for k, v in sorted(kinds.items())),
+    }
+    if providers:
+        out["providers_ms"] = dict((p, ms(us)) for p, us in providers.items())
+    return out
+
+
+def _timed_runs(run, feeds, runs):
+    perf = time.perf_counter_ns
+    wall = []
+    for _ in range(runs):
+        t0 = perf()
+        run(feeds)
+        wall.append(perf() - t0)
+    return wall
+
+
+PAIR_BLOCK = 10
+
+
+def _paired_runs(profiled, plain, feeds, runs):
+    """Profiled runs in blocks, each after a block of the timed session's own runs: a device whose speed
+    changes between the timed loop and this pass changes both alike, so the two means pair up."""
+    wall, bare = [], []
+    while len(wall) < runs:
+        n = min(PAIR_BLOCK, runs - len(wall))
+        bare += _timed_runs(plain, feeds, n)
+        wall += _timed_runs(profiled, feeds, n)
+    return wall, bare
+
+
+def profile_onnx(job, feeds, runs, warmup, session):
+    """onnxruntime's session profiler in a second session (same options): its chrome-trace file is read
+    here, on the device, folded, and deleted."""
+    prefix = os.path.join(job["out"], "ort-profile")
+    sess = OnnxSession(job["artifact"], job.get("threads"), job.get("providers"), job.get("graph_optimization_level"),
+                       profile_prefix=prefix)
+    for _ in range(warmup):
+        sess.run(feeds)
+    wall, bare = _paired_runs(sess.run, session.run, feeds, runs)
+    path = sess.sess.end_profiling()
+    try:
+        with open(path) as f:
+            trace = json.load(f)
+    finally:
+        for p in glob.glob(prefix + "*.json"):
+            os.remove(p)
+    if isinstance(trace, dict):
+        trace = trace.get("traceEvents", [])
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("name") == "model_run")[-runs:]
+    start = windows[0][0] if windows else 0
+    starts = [a for a, _ in windows]
+    events = []
+    for e in trace:
+        name = e.get("name", "")
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time") or e.get("ts", 0) < start:
+            continue
+        args = e.get("args") or {}
+        op_type = args.get("op_name", "?")
+        types = [list(t)[0] for t in args.get("input_type_shape") or [] if isinstance(t, dict) and t]
+        events.append((name[:-len("_kernel_time")], op_type, onnx_op_kind(op_type, types), float(e.get("dur", 0)),
+                       args.get("provider"), bisect.bisect_right(starts, e["ts"]) - 1))
+    out = fold_ops(events, len(windows), "onnxruntime session profiling (SessionOptions.enable_profiling)", wall,
+                   bare)
+    out["model_run_ms_per_run"] = round(sum(b - a for a, b in windows) / max(1, len(windows)) / 1000.0, 6)
+    return out
+
+
+# LiteRT's C API (libLiteRt.so, shipped in ai-edge-litert): the Python Interpreter has no op profiler, the
+# CompiledModel API has one. Event types from litert_profiler_event.h.
+_LRT_OP_EVENT, _LRT_DELEGATE_OP_EVENT, _LRT_DELEGATE_PROFILED_OP_EVENT = 2, 4, 8
+
+
+class LiteRtProfiler:
+    """The model compiled by LiteRT's C API (CPU accelerator, XNNPACK) with its profiler on, through ctypes."""
+
+    def __init__(self, path):
+        import ctypes
+
+        import ai_edge_litert
+
+        self.C = C = ctypes
+        lib_path = os.path.join(os.path.dirname(ai_edge_litert.__file__), "libLiteRt.so")
+        if not os.path.isfile(lib_path):
+            raise JobFailed("this ai-edge-litert has no libLiteRt.so, whose profiler the op profile needs")
+        self.lib = lib = C.CDLL(lib_path)
+        vp = C.c_void_p
+        self.env, self.model, self.opts, self.cm = vp(), vp(), vp(), vp()
+        self._ok(lib.LiteRtCreateEnvironment(0, None, C.byref(self.env)), "create an environment")
+        self._ok(lib.LiteRtCreateModelFromFile(self.env, path.encode(), C.byref(self.model)), "load the model")
+        self._ok(lib.LiteRtCreateOptions(C.byref(self.opts)), "create options")
+        self._ok(lib.LiteRtSetOptionsHardwareAccelerators(self.opts, 1), "choose the CPU")
+        # Runtime options travel as a TOML string under this identifier (litert/runtime/litert_runtime_options.h).
+        self._payload = C.create_string_buffer(b"enable_profiling = true")
+        self._keep = C.CFUNCTYPE(None, vp)(lambda p: None)  # the string is ours: nothing to free
+        opaque = vp()
+        self._ok(lib.LiteRtCreateOpaqueOptions(b"runtime_options_string", C.cast(self._payload, vp), self._keep,
+                                               C.byref(opaque)), "create runtime options")
+        self._ok(lib.LiteRtAddOpaqueOptions(self.opts, opaque), "add runtime options")
+        self._ok(lib.LiteRtCreateCompiledModel(self.env, self.model, self.opts, C.byref(self.cm)), "compile")
+        self.prof = vp()
+        self._ok(lib.LiteRtCompiledModelGetProfiler(self.cm, C.byref(self.prof)), "get the profiler")
+        if not self.prof.value:
+            raise JobFailed("LiteRT compiled the model without a profiler")
+        sig = vp()
+        self._ok(lib.LiteRtGetModelSignature(self.model, 0, C.byref(sig)), "read the signature")
+        self.inputs = self._buffers(sig, "Input")
+        self.outputs = self._buffers(sig, "Output")
+        self._in = (vp * len(self.inputs))(*[b for b, _ in self.inputs])
+        self._out = (vp * len(self.outputs))(*[b for b, _ in self.outputs])
+
+    def _ok(self, status, what):
+        if status != 0:
+            raise JobFailed("LiteRT profiler: cannot %s (LiteRtStatus %d)" % (what, status))
+
+    def _buffers(self, sig, side):
+        C, lib = self.C, self.lib
+        n = C.c_size_t()
+        self._ok(getattr(lib, "LiteRtGetNumSignature%ss" % side)(sig, C.byref(n)), "count the tensors")
+        out = []
+        for i in range(n.value):
+            tensor, req, buf, size = C.c_void_p(), C.c_void_p(), C.c_void_p(), C.c_size_t()
+            self._ok(getattr(lib, "LiteRtGetSignature%sTensorByIndex" % side)(sig, i, C.byref(tensor)), "read a tensor")
+            ttype = C.create_string_buffer(512)  # LiteRtRankedTensorType, opaque here (about 70 bytes)
+            self._ok(lib.LiteRtGetRankedTensorType(tensor, ttype), "read a tensor type")
+            self._ok(getattr(lib, "LiteRtGetCompiledModel%sBufferRequirements" % side)(self.cm, 0, i, C.byref(req)),
+                     "read buffer requirements")
+            self._ok(lib.LiteRtCreateManagedTensorBufferFromRequirements(self.env, ttype, req, C.byref(buf)),
+                     "create a buffer")
+            self._ok(lib.LiteRtGetTensorBufferSize(buf, C.byref(size)), "size a buffer")
+            out.append((buf, size.value))
+        return out
+
+    def set_inputs(self, arrays):
+        C = self.C
+        for (buf, size), arr in zip(self.inputs, arrays):
+            data = arr.tobytes()
+            if len(data) != size:
+                raise JobFailed("LiteRT profiler: an input has %d bytes, the compiled model wants %d"
+                                % (len(data), size))
+            host = C.c_void_p()
+            self._ok(self.lib.LiteRtLockTensorBuffer(buf, C.byref(host), 1), "lock a buffer")
+            C.memmove(host, data, size)
+            self._ok(self.lib.LiteRtUnlockTensorBuffer(buf), "unlock a buffer")
+
+    def run(self, _feeds=None):
+        self._ok(self.lib.LiteRtRunCompiledModel(self.cm, 0, len(self.inputs), self._in, len(self.outputs),
+                                                 self._out), "run")
+
+    def events(self):
+        """The recorded events as (tag, type, elapsed us, node index, start us)."""
+        import struct
+
+        C, lib = self.C, self.lib
+        n = C.c_int()
+        self._ok(lib.LiteRtGetNumProfilerEvents(self.prof, C.byref(n)), "count events")
+        if n.value <= 0:
+            return []
+        raw = C.create_string_buffer(n.value * 256)  # room for any layout of ProfiledEventData
+        self._ok(lib.LiteRtGetProfilerEvents(self.prof, n.value, raw), "read events")
+        # ProfiledEventData's size depends on the build's MemoryUsage struct (88, 104 or 120 bytes): take the
+        # one under which every event has a valid type and source.
+        for stride in (120, 104, 88):
+            out = []
+            for i in range(n.value):
+                off = i * stride
+                tag, kind = struct.unpack_from("<Qi", raw, off)
+                elapsed = struct.unpack_from("<Q", raw, off + 24)[0]
+                meta1, _, source = struct.unpack_from("<QQi", raw, off + stride - 24)
+                if kind <= 0 or kind & (kind - 1) or kind > 256 or source not in (0, 1, 2):
+                    break
+                start = struct.unpack_from("<Q", raw, off + 16)[0]
+                out.append((C.string_at(tag).decode("utf-8", "replace") if tag else "", kind, elapsed, meta1, start))
+            else:
+                return out
+        raise JobFailed("LiteRT profiler: its events have a layout this runner does not know")
+
+    def close(self):
+        for fn, handle in (("LiteRtDestroyCompiledModel", self.cm), ("LiteRtDestroyOptions", self.opts),
+                           ("LiteRtDestroyModel", self.model), ("LiteRtDestroyEnvironment", self.env)):
+            if handle.value:
+                getattr(self.lib, fn)(handle)
+
+
+def profile_litert(job, feeds, runs, warmup, session):
+    """LiteRT's op profiler (the CompiledModel C API's), on the same inputs; XNNPACK names tell its kernels'
+    precision, builtin kernels are labelled from their input tensors' types in the timed interpreter."""
+    if session.runtime != "ai-edge-litert":
+        raise JobFailed("op profiles of TFLite models need ai-edge-litert (its LiteRT profiler); this device "
+                        "runs %s" % session.runtime)
+    if not session.options["xnnpack"] or session.options["delegate"]:
+        raise JobFailed("op profiles of TFLite models come from LiteRT's CPU path (XNNPACK); this cell runs "
+                        "without XNNPACK or with a delegate, so a profile would describe other kernels")
+    import numpy as np
+
+    arrays = []
+    for d, (name, _, _) in zip(session.in_details, session.inputs):
+        x = feeds[name]
+        scale, zero = d.get("quantization", (0.0, 0))
+        if d["dtype"] in (np.int8, np.uint8) and x.dtype != d["dtype"] and scale:
+            x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
+        arrays.append(np.ascontiguousarray(x, dtype=d["dtype"]))
+    prof = LiteRtProfiler(job["artifact"])
+    try:
+        prof.set_inputs(arrays)
+        for _ in range(warmup):
+            prof.run()
+        lib = prof.lib
+        prof._ok(lib.LiteRtResetProfiler(prof.prof), "reset the profiler")
+        prof._ok(lib.LiteRtStartProfiler(prof.prof), "start the profiler")
+        wall, bare = _paired_runs(prof.run, session.run, feeds, runs)
+        prof._ok(lib.LiteRtStopProfiler(prof.prof), "stop the profiler")
+        raw = prof.events()
+    finally:
+        prof.close()
+    ops = session.interp._get_ops_details() if hasattr(session.interp, "_get_ops_details") else []
+    dtypes = {}
+    for t in session.interp.get_tensor_details():
+        dtypes[t["index"]] = np.dtype(t["dtype"]).name
+    delegated = any(kind in (_LRT_DELEGATE_OP_EVENT, _LRT_DELEGATE_PROFILED_OP_EVENT) for _, kind, _, _, _ in raw)
+    # Each run opens with one "Invoke" event (type DEFAULT); the operators recorded after it are that run's
+    # (XNNPACK's own events carry no start time, so it is their order that tells).
+    events, run = [], -1
+    for tag, kind, us, index, _ in raw:
+        if kind == 1 and tag == "Invoke":
+            run += 1
+        elif kind in (_LRT_DELEGATE_OP_EVENT, _LRT_DELEGATE_PROFILED_OP_EVENT):
+            events.append(("%s:%d" % (tag, index), tag, litert_op_kind(tag), float(us), "XNNPACK", run))
+        elif kind == _LRT_OP_EVENT:
+            if delegated and "Delegate" in tag:
+                continue  # the delegate's own node: its operators are counted one by one
+            op = ops[index] if 0 <= index < len(ops) else {}
+            first = [i for i in op.get("inputs", []) if i >= 0][:1]
+            dtype = dtypes.get(first[0], "") if first else ""
+            label = "%s/%s" % (tag, dtype) if dtype else tag
+            events.append(("%s:%d" % (tag, index), tag, litert_op_kind(label), float(us), "builtin", run))
+    return fold_ops(events, runs, "LiteRT profiler (CompiledModel C API, CPU accelerator: XNNPACK)", wall, bare)
+
+
+def op_profile(job, session, feeds):
+    """The per-operator profile of a job that asks for one; a failure is recorded, not fatal."""
+    runs = max(1, int(job.get("profile_runs") or 50))
+    warmup = max(10, int(job.get("warmup") or 0))  # a fresh session's first runs are slow (arena, thread pool)
+    try:
+        if job["format"] == "onnx":
+            return profile_onnx(job, feeds, runs, warmup, session)
+        if job["format"] == "tflite":
+            return profile_litert(job, feeds, runs, warmup, session)
+        return {"error": "no operator profiler for %s models" % job["format"]}
+    except JobFailed as e:
+        return {"error": str(e)}
+    except Exception as e:  # the timings stand without a profile
+        return {"error": "profiling failed: %s" % _first_line(e)}
 
 
 # ----------------------------------------------------------------------------- main
@@ -678,6 +1114,7 @@ def execute(job, keep=None):
         "runtime": session.runtime,
         "runtime_version": session.version,
         "providers": getattr(session, "providers", None),
+        "runtime_options": getattr(session, "options", None),
         "inputs": [{"name": n, "shape": s, "dtype": d} for n, s, d in session.inputs],
         "outputs": session.output_names,
         "threads": job.get("threads"),
@@ -686,6 +1123,10 @@ def execute(job, keep=None):
     timed = job.get("timing_inputs")
     if timed:
         feeds = load_inputs(timed, session, "timing")
+        if job.get("batch"):
+            feeds = rebatch(feeds, session, int(job["batch"]))
+            result["batch"] = int(job["batch"])
+        result["timed_shapes"] = {k: list(v.shape) for k, v in feeds.items()}  # after any padding
         t0 = time.perf_counter_ns()
         try:
             session.run(feeds)
@@ -707,16 +1148,16 @@ def execute(job, keep=None):
     mem_measured = memory_mb()
     eval_path = job.get("eval_inputs")
     if eval_path:
-        feeds = load_inputs(eval_path, session, "evaluation")
+        eval_feeds = load_inputs(eval_path, session, "evaluation")  # the timing feeds stay for the profile
         try:
-            outs = run_eval(session, feeds, int(job.get("eval_batch", 1)))
+            outs, result["eval_batch"] = run_eval(session, eval_feeds, int(job.get("eval_batch", 1)))
         except JobFailed:
             raise
         except Exception as e:
             raise JobFailed("inference on evaluation inputs failed: %s" % _first_line(e))
         np.savez(os.path.join(job["out"], "outputs.npz"),
                  **{"output_%d" % i: o for i, o in enumerate(outs)})
-        result["eval_n"] = int(len(next(iter(feeds.values()))))
+        result["eval_n"] = int(len(next(iter(eval_feeds.values()))))
     mem_end = memory_mb()
     result["memory_mb"] = {
         "rss_before_load": mem0["rss"],
@@ -730,6 +1171,9 @@ def execute(job, keep=None):
     }
     result["memory_mb"].update(session.runtime_memory())
     result["device_after"] = probe(full=False)
+    if job.get("profile") and timed:
+        # Last, in its own session: the timings, memory and device state above are the profiler-free run's.
+        result["op_profile"] = op_profile(job, session, feeds)
     return result
 
 

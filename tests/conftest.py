@@ -77,3 +77,21 @@ def server(tmp_path_factory) -> Iterator[Sshd | None]:
     yield s
     s.stop()
 os.environ.setdefault("EDGE_HARNESS_DEBUG", "1")  # bugs raise in tests; the CLI turns them into one line only for users
+
+# Tests that write malformed report.json files on purpose (their tmp_path folders are not schema-checked).
+HAND_MADE_REPORTS = ("test_malformed_report_files", "test_earlier_reports_are_not_overwritten_unasked")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def reports_match_their_schemas(tmp_path_factory) -> Iterator[None]:
+    """At the end of the session, every report.json / summary.json the tests wrote under pytest's tmp folders
+    must validate against the JSON Schemas generated from the dataclasses (harness/report/schema.py)."""
+    yield
+    from schema_check import problems, written_reports
+
+    paths = written_reports(tmp_path_factory.getbasetemp(), skip=HAND_MADE_REPORTS)
+    bad = [line for path in paths for line in problems(path)]
+    assert not bad, (f"{len(bad)} schema violations in the reports this session wrote ({len(paths)} checked; "
+                     "a new key belongs in its dataclass, then `edge-harness schema`; a test that writes a "
+                     "malformed report on purpose goes in HAND_MADE_REPORTS):\n" + "\n".join(bad[:30]))
+

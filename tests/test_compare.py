@@ -9,8 +9,8 @@ import pytest
 
 from harness.cli import main
 from harness.measure.results import Measurement, TargetReport
-from harness.measure.stats import LatencyStats
-from harness.report.compare import compare_runs, mann_whitney
+from harness.measure.stats import LatencyStats, mann_whitney
+from harness.report.compare import compare_runs
 from harness.report.files import write_target_report
 
 CELLS = {("fp32", "onnx"): 4.0, ("int8-dynamic", "onnx"): 2.5, ("int8-dynamic", "tflite"): 3.1}

@@ -157,6 +157,23 @@ def test_without_blocks_ties_come_from_overlapping_p50_cis():
     assert fp32.ratio_to_pick_ci[0] > 1.0 and not fp32.tied
 
 
+def test_a_tie_margin_ties_a_cell_told_apart_by_less_than_it():
+    drift = _drift(7)
+    fast = cell("fast", "onnx", 1.0, 2000, seed=2, drift=drift)
+    near = cell("near", "onnx", 1.03, 1000, seed=3, drift=drift)  # 3% slower, told apart, and smaller
+    far = cell("far", "onnx", 1.2, 500, seed=4, drift=drift)  # 20% slower: beyond any margin here
+    r = report_of(cell("fp32", "onnx", 3.0, 4000), fast, near, far)
+    strict = recommend(r)
+    assert strict.pick.key == "fast/onnx" and strict.tied == [] and strict.tie_margin == 0.0
+    r.task["constraints"]["tie_margin"] = 0.05
+    rec = recommend(r)
+    assert rec.pick.key == "near/onnx" and [m.key for m in rec.tied] == ["fast/onnx"]
+    assert rec.tie_broken_by == "smaller artifact" and rec.to_dict()["tie_margin"] == 0.05
+    assert "tied with it on latency (tie margin 5%): fast/onnx" in rec.reason
+    assert not {c.key: c for c in rec.checks}["far/onnx"].tied
+    assert recommend(r, {"tie_margin": 0.0}).pick.key == "fast/onnx"  # an override wins over the run's
+
+
 def test_runner_up_told_apart_is_said():
     rec = recommend(report_of(cell("fp32", "onnx", 2.0, 4000, seed=1), cell("int8", "onnx", 1.0, 1000, seed=2)))
     assert rec.pick.key == "int8/onnx" and rec.tied == []

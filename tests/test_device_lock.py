@@ -97,7 +97,9 @@ def concurrent_benches(tmp_path: Path, model: Path, target: str, env: dict[str, 
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (_out, err) in zip(procs, outs, strict=True):
         assert p.returncode == 0, err
-    assert sum("waiting for " in err for _, err in outs) == 1, [err for _, err in outs]
+    # At least the later one waits for the device; the earlier may wait in turn for its output check on this
+    # machine (the host reference run takes the same machine lock) while the later one measures.
+    assert sum("waiting for " in err for _, err in outs) >= 1, [err for _, err in outs]
     return [_window(tmp_path / f"o{i}", target) for i in range(2)]
 
 

@@ -69,7 +69,7 @@ def test_an_idle_resident_runner_uses_no_cpu_while_another_is_timed(cnn_onnx, tm
             busy += active.cpu_seconds() - b0
         wall = time.monotonic() - t0
         used = idle.cpu_seconds() - c0
-        assert busy > 0.5 * wall  # the active one really worked
+        assert busy > 0.25 * wall  # the active one really worked (a quarter core at least on a loaded machine)
         assert used / wall < 0.02, f"idle runner used {100 * used / wall:.1f}% of a core"
     finally:
         target.close()
@@ -93,5 +93,18 @@ def test_a_resident_runner_that_dies_fails_its_block_in_one_line(cnn_onnx, tmp_p
         with pytest.raises(TargetError) as e:
             r.block(10)
         assert "\n" not in str(e.value) and "exited" in str(e.value)
+    finally:
+        target.close()
+
+
+def test_a_model_that_fails_to_load_gives_a_failed_start_not_an_exception(tmp_path):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"not a model")
+    target = LocalTarget("bad-model")
+    try:
+        r = target.open_resident(Job(artifact=str(bad), format="onnx", runs=0, warmup=0))
+        assert not r.initial.ok and "\n" not in r.initial.error and "bad.onnx" in r.initial.error
+        assert r.proc.poll() is not None  # the process is gone, and closing again is harmless
+        r.close()
     finally:
         target.close()

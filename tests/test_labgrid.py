@@ -225,8 +225,10 @@ def test_identical_boards_are_measured_in_parallel_and_kept_apart(tmp, lab, serv
     assert all(v["group"] == "twins" and v["combined"].startswith("kept apart") for v in labs.values())
     assert {r["target"]["host"] for r in reps.values()} == {f"root@127.0.0.1:{s.port}" for s in (server, server2)}
     for r in reps.values():
+        assert r["measurement"]["strategy"] == "interleaved"  # resident runners on the boards, over SSH
         (m,) = r["measurements"]
         assert m["status"] == "ok", m["error"]
+        assert m["settings"]["strategy"] == "interleaved" and m["settings"]["rounds_timed"] >= 1
         assert m["latency_ms"]["min"] <= m["latency_ms"]["p50"] <= m["latency_ms"]["max"]
     # In parallel: the later board was acquired before the earlier one's last cell ended; both released.
     (a0, a1), (b0, b1) = sorted(_window(r) for r in reps.values())

@@ -103,3 +103,24 @@ def test_a_hanging_runner_is_killed_at_the_timeout(tmp_path, cnn_onnx):
     finally:
         t.close()
     assert not raw.ok and "timed out after 1 s" in raw.error
+
+
+@pytest.mark.parametrize("dynamic_int8", [False, True])
+def test_evaluation_runs_in_batches_only_where_outputs_do_not_depend_on_the_batch(tmp_path, cnn_onnx, local,
+                                                                                 dynamic_int8):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    model = cnn_onnx
+    if dynamic_int8:  # one activation scale over the whole batch: a sample's output depends on its batch-mates
+        model = tmp_path / "cnn-int8.onnx"
+        quantize_dynamic(str(cnn_onnx), str(model), weight_type=QuantType.QUInt8)
+    rng = np.random.default_rng(3)
+    ev = (rng.standard_normal((40, 3, 16, 16)) * rng.uniform(0.1, 10, (40, 1, 1, 1))).astype(np.float32)
+    np.savez(tmp_path / "e.npz", input=ev)
+    raw = local.run(Job(artifact=str(model), format="onnx", eval_inputs=str(tmp_path / "e.npz"), runs=0,
+                        eval_batch=16, threads=1))
+    assert raw.ok, raw.error
+    assert raw.data["eval_batch"] == (1 if dynamic_int8 else 16)
+    sess = ort.InferenceSession(str(model))
+    one_by_one = np.concatenate([sess.run(None, {sess.get_inputs()[0].name: ev[i:i + 1]})[0] for i in range(40)])
+    np.testing.assert_allclose(raw.outputs[0], one_by_one, rtol=1e-5, atol=1e-5)

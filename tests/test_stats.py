@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from scipy.stats import binomtest, kendalltau
@@ -8,6 +10,7 @@ from harness.measure.stats import (
     LatencyStats,
     agreement,
     kendall_tau,
+    mann_whitney,
     max_abs_diff,
     mcnemar_exact,
     mcnemar_one_sided,
@@ -17,6 +20,7 @@ from harness.measure.stats import (
     top1,
     wilson,
 )
+from targets import runner
 
 
 def test_latency_stats_on_known_values():
@@ -163,3 +167,60 @@ def test_kendall_tau_matches_scipy():
         assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic, abs=1e-12)
     assert kendall_tau([1, 2, 3, 4], [1, 2, 3, 4]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
+
+
+def _exact_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
+    """0-based order statistics of the median's CI: k the largest rank with P(X < k) <= alpha/2, X ~ B(n, 1/2),
+    in integer arithmetic (the hand-written host version before scipy)."""
+    half_alpha, k, below = (1 - confidence) / 2, 0, math.comb(n, 0)  # below: 2**n * P(X <= k)
+    while k < n // 2 and below / 2 ** n <= half_alpha:
+        k += 1
+        below += math.comb(n, k)
+    k = max(k, 1)
+    return k - 1, n - k
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.99])
+def test_median_ci_is_the_exact_binomial_order_statistics(confidence):
+    for n in list(range(6, 160)) + [257, 500, 999, 1000, 1001, 2000]:
+        lo, hi = _exact_ranks(n, confidence)
+        assert median_ci(list(range(n))[::-1], confidence) == (lo, hi), n  # values = their 0-based ranks
+
+
+def _ranks(values: list[float], interval: tuple[float, float]) -> tuple[int, int]:
+    s = sorted(values)
+    return s.index(interval[0]), s.index(interval[1])
+
+
+# The runner's standard-library _median_ci (adaptive stopping on the device) sums the same binomial
+# exactly up to runner._EXACT_CI_MAX_N values; beyond, a normal approximation at most one rank wider.
+@pytest.mark.parametrize("confidence", [0.95, 0.99])
+def test_runner_median_ci_equals_the_host_exactly_up_to_its_exact_limit(confidence):
+    for n in range(1, runner._EXACT_CI_MAX_N + 1):
+        values = list(range(n))
+        assert tuple(runner._median_ci(values, confidence)) == median_ci(values, confidence), n
+
+
+@pytest.mark.parametrize("confidence", [0.95, 0.99])
+def test_runner_median_ci_beyond_its_exact_limit_is_at_most_one_rank_wider(confidence):
+    rng = np.random.default_rng(4)
+    for n in rng.integers(runner._EXACT_CI_MAX_N + 1, 20_000, 150).tolist():
+        values = rng.lognormal(0.0, 0.4, int(n)).tolist()  # distinct, skewed like latencies
+        host = _ranks(values, median_ci(values, confidence))
+        device = _ranks(values, runner._median_ci(sorted(values), confidence))
+        assert 0 <= host[0] - device[0] <= 1 and 0 <= device[1] - host[1] <= 1, (n, host, device)
+
+
+def test_mann_whitney_u_counts_the_pairs_with_ties_on_random_samples():
+    rng = np.random.default_rng(5)
+    for _ in range(200):
+        old = np.round(rng.lognormal(0, 0.3, rng.integers(1, 60)), int(rng.integers(0, 3)))  # rounding: ties
+        new = np.round(rng.lognormal(rng.normal(0, 0.2), 0.3, rng.integers(1, 60)), int(rng.integers(0, 3)))
+        mw = mann_whitney(old, new)
+        pairs = (new[:, None] > old[None, :]) + 0.5 * (new[:, None] == old[None, :])
+        assert mw.u == pytest.approx(float(pairs.sum()))
+        assert 0.0 <= mw.p_slower <= 1.0 and 0.0 <= mw.p_faster <= 1.0
+    same = mann_whitney([1.0] * 4, [1.0] * 4)
+    assert (same.p_slower, same.p_faster) == (1.0, 1.0)
+    with pytest.raises(ValueError):
+        mann_whitney([], [1.0])

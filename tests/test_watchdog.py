@@ -1,6 +1,7 @@
 """The files that run on a device, alone: both parse as Python 3.8, and the watchdog kills the runner
 (its whole process group) when the heartbeat stops, when its stdin closes or at the deadline, and
-otherwise passes the runner's exit status through.
+otherwise passes the runner's exit status through; in forwarding mode (resident runners) too, where
+it also hands the host's command lines to the runner and drops the heartbeat bytes between them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from targets.base import RUNNER_PATH, WATCHDOG_PATH
-from targets.watchdog import KILLED
+from targets.watchdog import KILLED, take_commands
 
 
 @pytest.mark.parametrize("path", [RUNNER_PATH, WATCHDOG_PATH], ids=lambda p: p.name)
@@ -46,9 +47,12 @@ def started():
                     f.close()
 
 
-def _watchdog(started: list, tmp: Path, grace: float, deadline: float, *runner: str) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-u", str(WATCHDOG_PATH), str(grace), str(deadline),
-                             str(tmp / "pid"), *runner], stdin=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
+def _watchdog(started: list, tmp: Path, grace: float, deadline: float, *runner: str,
+              forward: bool = False) -> subprocess.Popen:
+    mode = ["--forward"] if forward else []
+    proc = subprocess.Popen([sys.executable, "-u", str(WATCHDOG_PATH), *mode, str(grace), str(deadline),
+                             str(tmp / "pid"), *runner], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp)
     started.append(proc)
     return proc
 
@@ -78,15 +82,20 @@ def _wait_for(path: Path) -> None:
         time.sleep(0.05)
 
 
-def test_silent_host_gets_the_runner_killed(tmp_path, started):
-    proc = _watchdog(started, tmp_path, 1.0, 60, *FAMILY)
+MODES = pytest.mark.parametrize("forward", [False, True], ids=["plain", "forward"])
+
+
+@MODES
+def test_silent_host_gets_the_runner_killed(tmp_path, started, forward):
+    proc = _watchdog(started, tmp_path, 1.0, 60, *FAMILY, forward=forward)
     _wait_for(tmp_path / "grandchild")
     err = _killed(tmp_path, proc, within=1.5)
     assert "no heartbeat from the host for 1 s" in err
 
 
-def test_heartbeats_keep_the_runner_alive_and_closing_stdin_kills_it(tmp_path, started):
-    proc = _watchdog(started, tmp_path, 0.8, 60, *FAMILY)
+@MODES
+def test_heartbeats_keep_the_runner_alive_and_closing_stdin_kills_it(tmp_path, started, forward):
+    proc = _watchdog(started, tmp_path, 0.8, 60, *FAMILY, forward=forward)
     _wait_for(tmp_path / "grandchild")
     assert proc.stdin is not None
     for _ in range(8):  # 2 s of beats: more than twice the grace
@@ -99,8 +108,9 @@ def test_heartbeats_keep_the_runner_alive_and_closing_stdin_kills_it(tmp_path, s
     assert "the host closed the session" in err
 
 
-def test_deadline_kills_the_runner_even_with_heartbeats(tmp_path, started):
-    proc = _watchdog(started, tmp_path, 30, 1.0, *FAMILY)
+@MODES
+def test_deadline_kills_the_runner_even_with_heartbeats(tmp_path, started, forward):
+    proc = _watchdog(started, tmp_path, 30, 1.0, *FAMILY, forward=forward)
     _wait_for(tmp_path / "grandchild")
     assert proc.stdin is not None
     for _ in range(12):
@@ -121,3 +131,37 @@ def test_runner_exit_status_passes_through(tmp_path, started, script, status):
     assert proc.stderr is not None
     assert proc.returncode == status, proc.stderr.read()
     assert int((tmp_path / "pid").read_text()) > 1 and not (tmp_path / "pid.tmp").exists()
+
+
+def test_command_lines_are_cut_from_the_heartbeat_stream():
+    partial = bytearray()
+    assert take_commands(b"..{\"cmd\": \"block\"}\n.", partial) == b'{"cmd": "block"}\n' and not partial
+    assert take_commands(b'.{"cmd": "bl', partial) == b"" and partial == b'{"cmd": "bl'
+    assert take_commands(b'ock", "runs": 1.5}\n..{"cmd": "exit"}\n', partial) == (
+        b'{"cmd": "block", "runs": 1.5}\n{"cmd": "exit"}\n')  # a "." inside a line is the line's
+    assert take_commands(b"....", partial) == b"" and not partial
+
+
+# A resident stand-in: answers each line it reads with that line, as Python writes it.
+ECHO = (sys.executable, "-u", "-c", "import sys\nfor line in sys.stdin:\n    print(repr(line))")
+
+
+def test_forwarding_hands_command_lines_to_the_runner_and_its_answers_back(tmp_path, started):
+    proc = _watchdog(started, tmp_path, 2.0, 60, *ECHO, forward=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    for chunk in (b"..", b'{"cmd": "block", ', b'"runs": 3}\n', b".", b"..", b'{"cmd": "exit"}\n.'):
+        proc.stdin.write(chunk)
+        proc.stdin.flush()
+        time.sleep(0.05)
+    assert proc.stdout.readline() == b"""'{"cmd": "block", "runs": 3}\\n'\n"""  # heartbeats never reach it
+    assert proc.stdout.readline() == b"""'{"cmd": "exit"}\\n'\n"""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 3:  # heartbeats alone keep it alive, and reach nothing
+        proc.stdin.write(b".")
+        proc.stdin.flush()
+        time.sleep(0.2)
+    assert proc.poll() is None
+    proc.stdin.close()  # the host goes: the runner is killed, whatever it was doing
+    proc.wait(timeout=5)
+    assert proc.returncode == KILLED and proc.stdout.read() == b""
+    assert not _alive(int((tmp_path / "pid").read_text()))

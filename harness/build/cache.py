@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import exporters
-from harness.build import models, pruning, qat, recipes, sensitivity, training, user_model
+from harness.build import models, parity, pruning, qat, recipes, sensitivity, signed_cache, training, user_model
 from harness.build.user_model import import_factory
 from harness.config import recipes as recipe_specs
+from targets.base import RUNNER_PATH
 
+# What an artifact's parity check depends on besides its bytes and inputs: the runtimes that run it.
+RUNTIMES = ("numpy", "onnxruntime", "ai-edge-litert", "tflite-runtime", "torch")
 CONVERTERS = ("torch", "onnx", "onnxscript", "onnxruntime", "onnxconverter-common", "litert-torch",
               "ai-edge-quantizer", "torchao", "torch-pruning")
 
@@ -77,3 +80,44 @@ def code_hash() -> str:
     for module in (recipes, models, training, pruning, qat, sensitivity, user_model, recipe_specs):
         h.update(Path(inspect.getfile(module)).read_bytes())
     return h.hexdigest()[:16]
+
+
+def _versions(dists: tuple[str, ...]) -> list[str]:
+    out = []
+    for dist in dists:
+        try:
+            out.append(f"{dist}={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(f"{dist}=none")
+    return out
+
+
+def array_hash(*arrays: Any) -> str:
+    """Content hash of numpy arrays (dtype, shape and bytes)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(f"{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:24]
+
+
+def parity_key(artifact_sha256: str, fmt: str, precision: str, inputs: Any, reference: Any) -> str:
+    """What a parity verdict depends on: the artifact's bytes, the inputs and torch outputs it is judged on,
+    the runner and the tolerances (their code), and the runtime versions that run it."""
+    return content_key("parity", artifact_sha256, fmt, precision, array_hash(inputs, reference),
+                       hashlib.sha256(RUNNER_PATH.read_bytes() + Path(inspect.getfile(parity)).read_bytes())
+                       .hexdigest()[:16], _versions(RUNTIMES))
+
+
+def cached_result(folder: Path, key: str, compute: Any) -> Any:
+    """`compute()`, or its result from `folder/<key>.pt` (signed, so a planted entry is a miss, never loaded)."""
+    path = Path(folder) / f"{key}.pt"
+    hit = signed_cache.load(path)
+    if hit is not None:
+        return hit["value"]
+    value = compute()
+    try:
+        signed_cache.save({"value": value}, path)
+    except OSError:
+        pass  # a read-only cache: the result is still right, only not kept
+    return value

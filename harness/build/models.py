@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from harness.build import text
 from harness.errors import ConfigError, ModelError
 
 # (expand ratio, kernel, stride, in channels, out channels, repeats) per stage, from the
@@ -206,6 +207,8 @@ def finetune_tail(model: nn.Module) -> list[nn.Module] | None:
         return [*list(model.blocks)[-n:], model.head, model.classifier]
     if isinstance(model, TinyCNN):
         return [model.convs[-1], model.classifier]
+    if isinstance(model, text.MiniLMClassifier):
+        return text.finetune_tail(model)
     return None
 
 
@@ -215,14 +218,20 @@ MODELS: dict[str, Callable[[int, bool], nn.Module]] = {
     "efficientnet_lite0_student": lambda n, pretrained: student_model(n),
     "tiny_cnn": lambda n, pretrained: TinyCNN(n),
 }
+# Models of token ids (not students of the image models): all-MiniLM-L6-v2 + a sentence classifier, taking int64
+# input_ids and attention_mask (harness/build/text.py).
+TEXT_MODELS: dict[str, Callable[[int, bool], nn.Module]] = {
+    "minilm_l6": lambda n, pretrained: text.minilm_classifier(n, pretrained),
+}
 
 
 # Built-in models with pretrained weights (the others start from random weights).
-PRETRAINED = ("efficientnet_lite0",)
+PRETRAINED = ("efficientnet_lite0", "minilm_l6")
 
 
 def build_model(name: str, num_classes: int, pretrained: bool = True) -> nn.Module:
     """Build a registered model by name (in train mode; call .eval() before inference)."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name](num_classes, pretrained)
+    known = {**MODELS, **TEXT_MODELS}
+    if name not in known:
+        raise ConfigError(f"unknown model {name!r}; valid: {', '.join(sorted(known))}")
+    return known[name](num_classes, pretrained)

@@ -13,31 +13,36 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from exporters import EXPORTERS
 from exporters.base import Artifact, carries_quantization
 from exporters.graph import onnx_graph_stats
 from harness.build import data as D
 from harness.build import recipes as R
+from harness.build import samples as S
 from harness.build import signed_cache
-from harness.build import training as T
-from harness.build.cache import code_hash, content_key, default_cache_dir, exporter_hash, model_digest
+from harness.build import task as TK
+from harness.build.cache import (
+    array_hash,
+    cached_result,
+    code_hash,
+    content_key,
+    default_cache_dir,
+    exporter_hash,
+    model_digest,
+    parity_key,
+)
 from harness.build.cells import Cell, Prepared, TorchVariant
-from harness.build.parity import check_artifact
-from harness.build.reference import baselines, flag_chance, train_reference
+from harness.build.fit_inputs import predict_any
+from harness.build.parity import Parity, check_artifact
+from harness.build.reference import baselines, train_reference
 from harness.config.run import RunConfig, VariantConfig
 from harness.errors import ConfigError, ExportError
 from harness.progress import Progress
 
 
 def load_data(cfg: RunConfig) -> Any:
-    dc = cfg.data
-    if dc.source == "textures":
-        return D.load_textures(patch=dc.patch, seed=dc.seed, per_class=dc.per_class, test_stride=dc.test_stride)
-    if dc.source == "npz":
-        return D.load_npz(Path(dc.path or ""))
-    return D.load_image_folder(Path(dc.path or ""), size=dc.patch, seed=dc.seed)
+    return D.load(cfg.data, regression=TK.regression_labels(cfg))
 
 
 class Pipeline:
@@ -50,13 +55,15 @@ class Pipeline:
         self.progress = progress or Progress(quiet=True)
         self.cache = Path(cache_dir or cfg.cache_dir or default_cache_dir()).expanduser()
         self.art_dir = self.out / "artifacts"
+        self._outputs: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ reference
     def reference(self, data: Any, prep: Prepared) -> tuple[Any, str]:
         """The trained fp32 torch model and its checkpoint hash (and the no-transfer baselines)."""
         model, sha = train_reference(self.cfg, data, self.cache, self.progress, prep.task)
         if self.cfg.finetune.baselines and self.cfg.model.builtin:
-            with self.progress.step("training baselines without the pretrained weights"):
+            with self.progress.step("training baselines without the pretrained weights", stage="baselines",
+                                    log="train-baselines"):
                 prep.task["baselines"] = baselines(self.cfg, data, self.cache)
         return model, sha
 
@@ -77,7 +84,8 @@ class Pipeline:
                 model, info = blob["model"], blob["info"]
                 self.progress(f"recipe {v.recipe} {v.settings}: cached")
             else:
-                with self.progress.step(f"recipe {v.recipe} {v.settings}"):
+                with self.progress.step(f"recipe {v.recipe} {v.settings}", stage=f"recipe {v.recipe}",
+                                        log=f"recipe-{v.name}"):
                     model, info = R.apply_recipe(v.recipe, reference, data, dict(v.settings),
                                                  progress=self.progress)
                 try:
@@ -97,34 +105,38 @@ class Pipeline:
         ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
         path = self.art_dir / f"{v.name}{ext}"
         path.unlink(missing_ok=True)  # an earlier run's file must never stand in for a failed export
-        example = (torch.from_numpy(data.x_test[:1]),)
+        example, options = TK.export_example(data), TK.export_options(data)  # named inputs: names, dynamic dims
         calib = data.x_train[: min(64, len(data.x_train))] if v.precision == "int8-static" else None
         calib_hash = None if calib is None else hashlib.sha256(calib.tobytes()).hexdigest()
         keep_float = tuple(tv.info.get("float_layers") or ())
-        key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash, keep_float)
+        # The example's shapes too: a CNN's weights do not change with the resolution, a fixed-shape file does.
+        key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash, keep_float,
+                          [list(t.shape) for t in example], repr(options))
         cached = self.cache / "artifacts" / f"{key}{ext}"
         try:
             if cached.is_file():
                 shutil.copyfile(cached, path)
                 self.progress(f"export {cell.key} ({v.precision}): cached")
             else:
-                with self.progress.step(f"export {cell.key} ({v.precision})"):
+                with self.progress.step(f"export {cell.key} ({v.precision})", stage="exports",
+                                        log=f"export-{v.name}-{cell.format}"):
                     EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib,
-                                           keep_float=keep_float)
+                                           keep_float=keep_float, **options)
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
                 shutil.copyfile(path, tmp)
                 os.replace(tmp, cached)
         except ExportError as e:
-            cell.status, cell.error = "failed", f"export failed: {e}"
+            cell.status, cell.error = "failed", f"export failed: {e}{self._log_note(cell)}"
             return
         except Exception as e:  # a converter bug must not stop the other cells
-            cell.status, cell.error = "failed", f"export failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            cell.status, cell.error = "failed", (f"export failed: {type(e).__name__}: "
+                                                 f"{' '.join(str(e).split())[:300]}{self._log_note(cell)}")
             return
-        par = check_artifact(path, cell.format, v.precision, self.parity_inputs(data), self.parity_reference(tv, data),
-                             min_agreement=None, timeout_s=self.cfg.measure.timeout_s)
         art = Artifact.from_file(path, cell.format, v.precision)
-        if not tv.graph and cell.format == "onnx" and v.precision == "fp32":
+        par = self.parity(cell, art, tv, data)
+        dynamic = any(options.get("dynamic_dims") or ())  # a dynamic-length graph has no MAC count: a static one does
+        if not tv.graph and cell.format == "onnx" and v.precision == "fp32" and not dynamic:
             self.graph_stats(tv, data, path)
         art.params = tv.graph.get("params") or tv.info.get("params")
         art.macs = tv.graph.get("macs")
@@ -144,26 +156,54 @@ class Pipeline:
         self.progress(f"parity {cell.key}: max abs diff {par.max_abs_diff:.2e}, agreement {par.agreement:.2f} "
                       f"-> {'ok' if par.passed else 'FAILED'}")
 
+    def _log_note(self, cell: Cell) -> str:
+        """` (log: logs/export-x-onnx.log)` where the converter's own output of this cell's export went."""
+        path = self.progress.log_path(f"export-{cell.variant.name}-{cell.format}")
+        return f" (log: {path})" if path is not None and path.is_file() else ""
+
     def parity_inputs(self, data: Any) -> Path:
         """The held-out samples every artifact is checked on, written once per run (never a stale file)."""
         path = self.art_dir / "parity_inputs.npz"
         if not getattr(self, "_parity_written", False):
-            np.savez(path, input=data.x_test[: self.cfg.measure.parity_samples])
+            TK.write_inputs(path, S.take(data.x_test, slice(0, self.cfg.measure.parity_samples)))
             self._parity_written = True
         return path
 
+    def parity(self, cell: Cell, art: Artifact, tv: TorchVariant, data: Any) -> Parity:
+        """The artifact against its torch model on the parity inputs; a verdict on the same bytes, inputs,
+        runner and runtimes is read from the cache."""
+        v = cell.variant
+        inputs = S.flat(S.take(data.x_test, slice(0, self.cfg.measure.parity_samples)))
+        reference = self.parity_reference(tv, data)
+        key = parity_key(art.sha256, cell.format, v.precision, inputs, reference)
+        with self.progress.timed("parity", cell.key, log=f"export-{v.name}-{cell.format}"):
+            return cached_result(self.cache / "parity", key, lambda: check_artifact(
+                Path(art.path), cell.format, v.precision, self.parity_inputs(data), reference, min_agreement=None,
+                timeout_s=self.cfg.measure.timeout_s))
+
     def parity_reference(self, tv: TorchVariant, data: Any) -> np.ndarray:
         n = self.cfg.measure.parity_samples
-        return T.predict(tv.model, data.x_test[:n])
+        return predict_any(tv.model, S.take(data.x_test, slice(0, n)))
+
+    def outputs(self, model: Any, digest: str, x_eval: np.ndarray, name: str) -> np.ndarray:
+        """A torch model's logits on the evaluation inputs, cached by model content and inputs (the
+        reference recipe's variant is the reference itself: computed once)."""
+        key = content_key("outputs", digest, array_hash(*S.arrays(x_eval)))
+        if key not in self._outputs:
+            with self.progress.timed("predict", name):
+                self._outputs[key] = cached_result(self.cache / "outputs", key, lambda: predict_any(model, x_eval))
+        return self._outputs[key]
 
     def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
         """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
-        path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}.onnx"
+        path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}{'-static' if S.is_named(data.x_test) else ''}.onnx"
         # A quantization-aware-trained model exports only as its int8 graph.
         precision = "int8-static" if carries_quantization(tv.model) else "fp32"
         try:
             if not path.exists():
-                EXPORTERS["onnx"](tv.model, (torch.from_numpy(data.x_test[:1]),), precision, path)
+                # fixed shapes (sequences at the padded length): shape inference counts the MACs of a static graph
+                EXPORTERS["onnx"](tv.model, TK.export_example(data), precision, path,
+                                  **TK.export_options(data, dynamic=False))
             tv.graph = onnx_graph_stats(path)
         except Exception as e:
             self.progress(f"MAC count for {tv.recipe} unavailable: {type(e).__name__}: {e}")
@@ -173,34 +213,32 @@ class Pipeline:
         """Data, reference, variants, exports and parity: everything before the targets."""
         prep = Prepared()
         self.art_dir.mkdir(parents=True, exist_ok=True)
-        with self.progress.step("loading data"):
+        with self.progress.step("loading data", stage="data", log="data"):
             data = load_data(self.cfg)
         prep.task.update(dataset=data.name, classes=len(data.classes), class_names=list(data.classes),
                          n_train=int(len(data.y_train)), n_test=int(len(data.y_test)),
-                         input_shape=list(data.input_shape), max_accuracy_drop=self.cfg.report.max_accuracy_drop,
+                         input_shape=data.input_shape if S.is_named(data.x_test) else list(data.input_shape),
+                         max_accuracy_drop=self.cfg.report.max_accuracy_drop,
                          constraints={k: v for k, v in vars(self.cfg.report).items() if v is not None})
         variants = [v for v in self.cfg.variants if not only or v.name in only]
         if only and not variants:
             raise ConfigError(f"--only {', '.join(only)}: no such variant (have: "
                               f"{', '.join(v.name for v in self.cfg.variants)})")
+        self.progress.expect(sum(len(v.formats) for v in variants))  # the live line's cell i/N
+        TK.check_variants(data, variants)
         for v in variants:  # before any training: settings, and that a student builds and fits the data
             R.check_recipe(v.recipe, None, data, v.settings)
         reference, ref_sha = self.reference(data, prep)
-        # Evaluation inputs: the clean test set, then a shifted copy; the device runs both.
-        n_eval = self.cfg.data.eval_samples or len(data.x_test)
-        x_clean, y = data.x_test[:n_eval], data.y_test[:n_eval]
-        xs = [x_clean] + ([D.shifted(x_clean, seed=self.cfg.seed)] if self.cfg.data.shifted else [])
-        x_eval = np.concatenate(xs)
-        prep.eval_inputs = self.art_dir / "eval_inputs.npz"
-        np.savez(prep.eval_inputs, input=x_eval)
-        prep.timing_inputs = self.art_dir / "timing_inputs.npz"
-        np.savez(prep.timing_inputs, input=data.x_test[:1])
+        # Evaluation inputs: the clean test set, then a shifted copy (images); the device runs both. The timed
+        # input is one test sample chosen from the data (sequences: the median length), recorded in the task.
+        x_eval, y, _ = TK.evaluation_set(self.cfg, data)
+        prep.eval_inputs = TK.write_inputs(self.art_dir / "eval_inputs.npz", x_eval)
+        x_timed, timed = S.timing_sample(data.x_test, self.cfg.data.timing_sample)
+        prep.timing_inputs = TK.write_inputs(self.art_dir / "timing_inputs.npz", x_timed)
+        TK.describe(self.cfg, data, prep, timed, self.progress, reference)
         prep.labels, prep.n_clean = y, len(y)
-        prep.reference_outputs = T.predict(reference, x_eval)
-        prep.task["reference_top1"] = float(np.mean(prep.reference_outputs[: len(y)].argmax(1) == y))
-        flag_chance(prep.task, int(np.sum(prep.reference_outputs[: len(y)].argmax(1) == y)), len(y), self.progress)
-        if self.cfg.data.shifted:
-            prep.task["reference_top1_shifted"] = float(np.mean(prep.reference_outputs[len(y):].argmax(1) == y))
+        prep.reference_outputs = self.outputs(reference, model_digest(reference), x_eval, "reference")
+        TK.reference_scores(prep, data, self.progress)
         prep.task["reference_variant"] = next((v.name for v in self.cfg.variants
                                                if v.recipe == "reference" and v.precision == "fp32"), "fp32")
         for v in variants:
@@ -212,18 +250,21 @@ class Pipeline:
                 for fmt in v.formats:
                     prep.cells.append(Cell(v, fmt, status="failed",
                                            error=f"recipe {v.recipe} failed: {type(e).__name__}: {why}"))
+                    self.progress.advance()
                 continue
             if "sensitivity" in tv.info and "sensitivity" not in prep.task:
                 prep.task["sensitivity"] = {"variant": v.name, "float_layers": tv.info["float_layers"],
                                             "rows": tv.info["sensitivity"]}
             if tv.outputs is None:
-                tv.outputs = T.predict(tv.model, x_eval)
-                tv.info["host_top1"] = float(np.mean(tv.outputs[: len(y)].argmax(1) == y))
+                tv.outputs = self.outputs(tv.model, tv.digest, x_eval, v.name)
+                if "reference_top1" in prep.task:  # class labels (not regression)
+                    tv.info["host_top1"] = float(np.mean(tv.outputs[: len(y)].reshape(len(y), -1).argmax(1) == y))
             # The fp32 ONNX cell first: its graph gives params and MACs to the variant's other cells.
             fmts = sorted(v.formats, key=lambda f: f != "onnx")
             cells = [Cell(v, f) for f in fmts]
             for cell in cells:
                 self.export_cell(cell, tv, data, ref_sha, prep)
+                self.progress.advance()
             if not tv.graph:
                 self.graph_stats(tv, data)
             for cell in cells:

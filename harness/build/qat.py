@@ -52,6 +52,7 @@ class QuantizedModel(nn.Module):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         nn.Module.__init__(self)
+        _pt2e()  # registers the quantized_decomposed ops the saved graph calls (a cached variant loads first)
         self.quantized = torch.export.load(io.BytesIO(state["program"])).module()
         self.example = state["example"]
 

@@ -14,11 +14,12 @@ import torch
 from torch import nn
 
 from harness.build.data import Dataset
+from harness.build.fit_inputs import score_any
 from harness.build.models import MODELS, build_model, count_params, sparsity
 from harness.build.pruning import prune_channels
 from harness.build.qat import quantization_aware_training
 from harness.build.sensitivity import layer_sensitivity
-from harness.build.training import Progress, evaluate, has_head, recalibrate_bn, train
+from harness.build.training import Progress, has_head, recalibrate_bn, train
 from harness.build.user_model import check_fits_data, import_factory
 from harness.config.recipes import RECIPES, Settings
 from harness.errors import ConfigError
@@ -173,7 +174,7 @@ def apply_recipe(recipe: str, reference: nn.Module, data: Dataset, settings: Set
     effective = RECIPES[recipe].resolve(settings)
     model = IMPLEMENTATIONS[recipe](copy.deepcopy(reference), data, effective, progress).eval()
     info = {"params": count_params(model), "sparsity": sparsity(model), "settings": effective,
-            "val_accuracy": evaluate(model, data.x_val, data.y_val)}
+            "val_accuracy": score_any(model, data.x_val, data.y_val)}  # one array or named inputs
     if recipe == "mixed_precision":
         info.update(sensitivity_info(model, data, effective))
     return model, info

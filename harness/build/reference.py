@@ -7,6 +7,7 @@ BatchNorm included. The report says which (`task.training`).
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,8 +16,10 @@ from torch import nn
 
 from exporters.base import sha256_file
 from harness.build import models as M
+from harness.build import samples as S
 from harness.build import training as T
-from harness.build.cache import content_key, model_code_hash
+from harness.build.cache import cached_result, code_hash, content_key, model_code_hash
+from harness.build.fit_inputs import finetune_inputs_cached, score_any
 from harness.build.user_model import (
     check_fits_data,
     has_initial_bn_statistics,
@@ -90,20 +93,37 @@ def train_reference(cfg: RunConfig, data: Any, cache: Path, progress: Progress,
     else:
         plan = T.training_plan(probe, pretrained, fc.train, fc.freeze_bn)
         task["training"] = plan
-        with progress.step(f"training {name} on {data.name} ({len(data.y_train)} train samples; {plan['text']})"):
-            model, sha = T.finetune_cached(
+        with progress.step(f"training {name} on {data.name} ({len(data.y_train)} train samples; {plan['text']})",
+                           stage="fine-tune", log="train-reference"):
+            # Named inputs (token ids, masks), other arrays, values to predict: no flips, no BatchNorm (fit_inputs.py).
+            finetune = finetune_inputs_cached if not S.is_image(data.x_train) or data.regression else \
+                functools.partial(T.finetune_cached, freeze_bn=fc.freeze_bn)
+            model, sha = finetune(
                 build, data, cache / "checkpoints", {"model": name, "checkpoint": ckpt_hash, "init": cfg.model.init,
                                                      "code": model_code_hash(cfg.model.factory)},
                 epochs=fc.epochs, unfreeze_epochs=fc.unfreeze_epochs, lr=fc.lr, batch_size=fc.batch_size,
                 seed=cfg.seed, progress=progress, pretrained=pretrained, trainable=fc.train,
-                freeze_bn=fc.freeze_bn, lr_factor=fc.lr_factor)
-        task["finetuned_top1"] = T.evaluate(model, data.x_test, data.y_test)
+                lr_factor=fc.lr_factor)
+        if not data.regression:
+            task["finetuned_top1"] = score_any(model, data.x_test, data.y_test)
     task["checkpoint_sha256"] = sha
     return model.eval(), sha
 
 
 def baselines(cfg: RunConfig, data: Any, cache: Path) -> dict[str, float]:
-    """Accuracy without transfer: the same network from random weights, and pixels + a linear model."""
+    """Accuracy without transfer: the same network from random weights, and pixels + a linear model.
+
+    Cached like the fine-tune (keyed by model, data, settings and the training code): a rerun reads them.
+    """
+    fc = cfg.finetune
+    if not S.is_image(data.x_train):
+        return {}  # both baselines are image ones; a text task reports its reference against chance instead
+    key = content_key("baselines", cfg.model.builtin, data.fingerprint(), fc.scratch_epochs, fc.batch_size,
+                      cfg.seed, code_hash())
+    return dict(cached_result(cache / "baselines", key, lambda: _train_baselines(cfg, data, cache)))
+
+
+def _train_baselines(cfg: RunConfig, data: Any, cache: Path) -> dict[str, float]:
     fc = cfg.finetune
 
     def build_scratch() -> nn.Module:

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from harness.build import samples as S
 from harness.errors import ConfigError, ModelError
 
 
@@ -43,18 +44,19 @@ def load_checkpoint(model: Any, path: Path) -> Any:
 
 def check_fits_data(model: Any, data: Any, name: str) -> None:
     """A user's model must take the task's samples and return one score per class: say so in one line."""
-    x = torch.from_numpy(data.x_test[:2])
+    xs = [torch.from_numpy(a) for a in S.arrays(S.take(data.x_test, slice(0, 2)))]
     try:
         with torch.no_grad():
-            y = model.eval()(x)
+            y = model.eval()(*xs)
     except Exception as e:
         why = " ".join(str(e).split())[:300]
-        raise ModelError(f"model {name} does not accept the data's samples (float32 {list(x.shape)[1:]}, from "
+        given = ", ".join(f"{str(t.dtype).replace('torch.', '')} {list(t.shape)[1:]}" for t in xs)
+        raise ModelError(f"model {name} does not accept the data's samples ({given}, from "
                          f"{data.name}): {type(e).__name__}: {why}") from None
-    want = (len(x), len(data.classes))
+    want = (len(xs[0]), len(data.classes))
     got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
     if got != want:
-        raise ModelError(f"model {name} returns {got} for {len(x)} samples; expected {want}: one score per class "
+        raise ModelError(f"model {name} returns {got} for {len(xs[0])} samples; expected {want}: one score per class "
                          f"({len(data.classes)} classes in {data.name})")
 
 

@@ -11,10 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from exporters import EXPORTERS, PRECISIONS
+from harness.config.metrics import METRICS, check_metric
 from harness.config.recipes import RECIPES
 from harness.errors import ConfigError
+from targets.base import RUNTIME_OPTIONS, runtime_option_error
 
-DATA_SOURCES = ("textures", "npz", "folder")
+DATA_SOURCES = ("textures", "npz", "folder", "text")  # text: the built-in labelled sentences (chatterbot-corpus)
+TIMING_SAMPLES = ("median", "longest", "first")
 
 
 @dataclass
@@ -39,7 +42,13 @@ class DataConfig:
     per_class: int | None = None  # cap on patches per class and split (quick mode, tests)
     seed: int = 0
     eval_samples: int | None = None  # cap on test samples evaluated on the device
-    shifted: bool = True  # also evaluate a distribution-shifted copy of the test set
+    shifted: bool = True  # also evaluate a distribution-shifted copy of the test set (image data only)
+    # Resolution images are trained, evaluated and timed at: None = the images' own size (folder data), the
+    # patch (textures), the arrays' own (npz). Printed and recorded in the report.
+    image_size: int | None = None
+    split: list[float] | None = None  # train/val/test fractions (folder, text, npz without x_val); default .7/.15/.15
+    max_length: int = 64  # text: tokens per sentence at most (longer ones are cut)
+    timing_sample: str = "median"  # which test sample is timed: median length, longest, or the first
 
 
 @dataclass
@@ -68,6 +77,12 @@ class VariantConfig:
     settings: dict[str, Any] = field(default_factory=dict)
     threads: int | None = None  # this variant's cells only; else measure.threads, else the target's
     affinity: list[int] | None = None
+    # Runtime options, named as the runtimes name them (over the target's; see targets.base.RUNTIME_OPTIONS):
+    providers: list[str] | None = None  # onnxruntime execution providers, in order of preference
+    graph_optimization_level: str | None = None  # onnxruntime: "disable" | "basic" | "extended" | "all"
+    xnnpack: bool | None = None  # LiteRT: false = builtin kernels only (BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    delegate: str | None = None  # LiteRT: an external delegate library on the device (load_delegate)
+    delegate_options: dict[str, Any] | None = None  # and its options
 
 
 @dataclass
@@ -85,6 +100,8 @@ class MeasureConfig:
     affinity: list[int] | None = None  # CPUs the runner is pinned to (e.g. the big cores); target's if unset
     cooldown_s: float = 0.0  # pause between cells so one cell's heat does not slow the next
     threads_sweep: list[int] = field(default_factory=list)  # also time every cell at these thread counts
+    batch_sweep: list[int] = field(default_factory=list)  # also time every cell at these batch sizes (items/s)
+    profile: bool = False  # a per-operator profile per cell (the runtime's profiler, after the timed runs)
     rounds: int = 1  # sequential: time every cell this many times (reversed order each round), and pool them
     # "interleaved": every cell's model stays loaded in its own runner process and the cells are timed in
     # short alternating blocks, in a random order each round (paired comparisons); "sequential": one
@@ -106,6 +123,17 @@ class ReportConfig:
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     max_memory_mb: float | None = None
+    # Latency equivalence margin: a cell is tied with the fastest unless the data show it slower by more
+    # than this fraction (0.0: only a ratio CI that contains 1.0 ties). Two processes running the same
+    # model can differ by a few percent from memory layout alone (addresses, alignment, environment
+    # size), which paired blocks measure as real: below the margin the tie-break decides, not that.
+    tie_margin: float = 0.03
+    # The metric the accuracy limit and the pick use: a registered name (harness/config/metrics.py) or a
+    # user's "package.module:function", called as fn(outputs, labels) -> {name: value}.
+    metric: str = "top1"
+    higher_is_better: bool | None = None  # a user metric's direction (default: higher is better)
+    metric_key: str | None = None  # which key of a user metric's result decides (default: the first)
+    bootstrap: int = 1000  # resamples of the paired bootstrap CI of a metric drop (metrics other than top1)
 
 
 @dataclass
@@ -213,13 +241,25 @@ def validate(cfg: RunConfig, where: str) -> None:
     if not 0 < cfg.finetune.lr_factor <= 1 or cfg.finetune.lr <= 0:
         raise ConfigError(f"{where}: finetune.lr must be > 0 and finetune.lr_factor in (0, 1]")
     _one_of(cfg.data.source, DATA_SOURCES, "data.source", where)
-    if cfg.data.source != "textures":
+    if cfg.data.source not in ("textures", "text"):
         if not cfg.data.path:
             raise ConfigError(f"{where}: data.path is required for data.source = {cfg.data.source!r}")
         if not Path(cfg.data.path).expanduser().exists():
             raise ConfigError(f"{where}: data.path not found: {cfg.data.path}")
     if cfg.data.patch < 16:
         raise ConfigError(f"{where}: data.patch must be >= 16")
+    if cfg.data.image_size is not None and not 16 <= cfg.data.image_size <= 1024:
+        raise ConfigError(f"{where}: data.image_size must be between 16 and 1024 pixels, got {cfg.data.image_size}")
+    sp = cfg.data.split
+    if sp is not None and (len(sp) != 3 or any(not 0 < f < 1 for f in sp) or abs(sum(sp) - 1) > 1e-6):
+        raise ConfigError(f"{where}: data.split must be three fractions in (0, 1) for train, val, test that sum "
+                          f"to 1, got {sp}")
+    if not 4 <= cfg.data.max_length <= 512:
+        raise ConfigError(f"{where}: data.max_length must be between 4 and 512 tokens")
+    _one_of(cfg.data.timing_sample, TIMING_SAMPLES, "data.timing_sample", where)
+    check_metric(cfg.report.metric, cfg.report.higher_is_better, cfg.report.metric_key, where)
+    if cfg.report.bootstrap < 100:
+        raise ConfigError(f"{where}: report.bootstrap must be >= 100 resamples")
     if not cfg.variants:
         raise ConfigError(f"{where}: no [[variants]] given")
     seen = set()
@@ -269,14 +309,25 @@ def validate(cfg: RunConfig, where: str) -> None:
         raise ConfigError(f"{where}: measure.threads must be >= 1")
     if any(t < 1 for t in ms.threads_sweep) or (ms.affinity is not None and any(c < 0 for c in ms.affinity)):
         raise ConfigError(f"{where}: measure.threads_sweep needs counts >= 1 and measure.affinity CPU numbers >= 0")
+    if any(b < 1 for b in ms.batch_sweep) or len(set(ms.batch_sweep)) != len(ms.batch_sweep):
+        raise ConfigError(f"{where}: measure.batch_sweep needs distinct batch sizes >= 1, got {ms.batch_sweep}")
+    for i, v in enumerate(cfg.variants):
+        for key in RUNTIME_OPTIONS:
+            why = runtime_option_error(key, getattr(v, key)) if getattr(v, key) is not None else None
+            if why:
+                raise ConfigError(f"{where}: variants[{i}] ({v.name}): {why}")
     if ms.parity_samples < 1 or (cfg.data.eval_samples is not None and cfg.data.eval_samples < 1):
         raise ConfigError(f"{where}: measure.parity_samples and data.eval_samples must be >= 1")
     if ms.rounds < 1:
         raise ConfigError(f"{where}: measure.rounds must be >= 1")
     if ms.cooldown_s < 0:
         raise ConfigError(f"{where}: measure.cooldown_s must be >= 0")
-    if not 0 <= cfg.report.max_accuracy_drop <= 1:
+    # For error metrics (MAE, RMSE) and user metrics the limit is in the metric's own unit.
+    fraction = cfg.report.metric in METRICS and METRICS[cfg.report.metric].unit == "fraction"
+    if not 0 <= cfg.report.max_accuracy_drop <= (1 if fraction else math.inf):
         raise ConfigError(f"{where}: report.max_accuracy_drop is a fraction between 0 and 1 (0.01 = 1 point)")
+    if not 0 <= cfg.report.tie_margin < 1:
+        raise ConfigError(f"{where}: report.tie_margin is a fraction between 0 and 1 (0.05 = within 5%)")
     if not cfg.targets:
         raise ConfigError(f"{where}: targets is empty")
 

@@ -11,6 +11,7 @@ from exporters.base import Artifact
 from harness.build.cells import Prepared
 from harness.measure.results import Measurement
 from harness.measure.stats import LatencyStats, agreement, max_abs_diff, top1, wilson
+from harness.measure.task_metrics import score_metric
 from targets.base import Job, RawResult, Target
 
 
@@ -26,22 +27,28 @@ class EvalSet:
 
 def accuracy_of(outputs: np.ndarray, ev: EvalSet) -> dict[str, Any]:
     """Top-1 against labels, agreement and max abs diff against the reference outputs, each with its
-    Wilson 95% CI; with both labels and reference, the paired right/wrong counts against the reference."""
+    Wilson 95% CI; with both labels and reference, the paired right/wrong counts against the reference.
+    Top-1 and agreement need one score per class and integer labels (not regression)."""
     n = int(len(outputs))
     acc: dict[str, Any] = {"n": n}
     if n == 0:
         return acc
-    pred = np.argmax(outputs.reshape(n, -1), axis=1)
-    if ev.labels is not None:
-        acc["top1"] = top1(outputs, ev.labels)
-        acc["top1_ci"] = list(wilson(int(np.sum(pred == ev.labels)), n))
+    scores = outputs.reshape(n, -1)
+    classes = scores.shape[1] > 1
+    labels = ev.labels if ev.labels is not None and classes and ev.labels.ndim == 1 \
+        and np.issubdtype(ev.labels.dtype, np.integer) else None
+    pred = np.argmax(scores, axis=1)
+    if labels is not None:
+        acc["top1"] = top1(outputs, labels)
+        acc["top1_ci"] = list(wilson(int(np.sum(pred == labels)), n))
     if ev.reference is not None:
-        acc["agreement"] = agreement(outputs, ev.reference)
-        ref_pred = np.argmax(ev.reference.reshape(len(ev.reference), -1), axis=1)
-        acc["agreement_ci"] = list(wilson(int(np.sum(pred == ref_pred)), n))
         acc["max_abs_diff"] = max_abs_diff(outputs.reshape(ev.reference.shape), ev.reference)
-        if ev.labels is not None:
-            acc["paired"] = paired_counts(pred == ev.labels, ref_pred == ev.labels)
+        if classes:
+            acc["agreement"] = agreement(outputs, ev.reference)
+            ref_pred = np.argmax(ev.reference.reshape(len(ev.reference), -1), axis=1)
+            acc["agreement_ci"] = list(wilson(int(np.sum(pred == ref_pred)), n))
+            if labels is not None:
+                acc["paired"] = paired_counts(pred == labels, ref_pred == labels)
     return acc
 
 
@@ -88,11 +95,32 @@ def to_measurement(variant: str, artifact: Artifact, raw: RawResult, job: Job, t
     m.accuracy = accuracy
     settings.update(runs=m.latency_ms["n"], threads=d.get("threads"), runtime=d.get("runtime"),
                     runtime_version=d.get("runtime_version"), stopped_by=d.get("stopped_by"),
-                    warmup=d.get("warmup_runs", len(d.get("warmup_ns") or [])), providers=d.get("providers"))
+                    warmup=d.get("warmup_runs", len(d.get("warmup_ns") or [])), providers=d.get("providers"),
+                    # timed_shapes: as fed (a fixed-length model pads a shorter sequence)
+                    timed_shapes=d.get("timed_shapes"), eval_batch=d.get("eval_batch"))
     settings.update(d.get("tool_settings") or {})  # what a native tool measured, and what it could not
+    settings.update(d.get("runtime_options") or {})  # the runtime options in force, as the runner applied them
+    if d.get("batch"):
+        settings["batch"] = d["batch"]
+    m.op_profile = with_latency_ratio(d.get("op_profile"), m.latency_ms)
     m.device_state = {"before": _state(d.get("device")), "during": d.get("device_during"),
                       "after": d.get("device_after")}
     return m
+
+
+def with_latency_ratio(profile: dict[str, Any] | None, latency: dict[str, Any] | None) -> dict[str, Any] | None:
+    """An op profile with its operator time as a fraction of the cell's mean latency (how much of a run the
+    operators explain; the rest is the runtime's and the runner's own work, or drift between the passes)."""
+    if not profile or profile.get("op_ms_per_run") is None:
+        return profile
+    out = dict(profile)
+    mean = (latency or {}).get("mean")
+    out["vs_mean_latency"] = round(out["op_ms_per_run"] / mean, 4) if mean else None
+    bare = out.get("unprofiled_ms_per_run")
+    out["vs_unprofiled"] = round(out["op_ms_per_run"] / bare, 4) if bare else None
+    p50, median = (latency or {}).get("p50"), out.get("op_ms_median_run")
+    out["median_vs_p50_latency"] = round(median / p50, 4) if p50 and median is not None else None
+    return out
 
 
 def summary_stats(summary: dict[str, Any]) -> dict[str, Any]:
@@ -115,9 +143,16 @@ def score(outputs: np.ndarray, prep: Prepared) -> dict[str, Any]:
     assert prep.reference_outputs is not None and prep.labels is not None
     n = prep.n_clean
     outputs = outputs.reshape(len(prep.reference_outputs), -1)
+    mc = getattr(prep, "task", {}).get("metric")  # None: top-1 only (a bare Prepared, older callers)
     clean = accuracy_of(outputs[:n], EvalSet("clean", "", prep.labels, prep.reference_outputs[:n]))
+    if mc:  # the configured metric, and its paired drop against the reference (see task_metrics)
+        clean["metric"] = score_metric(mc, outputs[:n], prep.labels, prep.reference_outputs[:n])
+        mc.setdefault("reference", clean["metric"].get("reference"))  # the report's task shows the reference's
+        mc["key"] = mc.get("key") or clean["metric"]["result"]["key"]  # a user metric's deciding key, by name
     if len(outputs) > n:
         shifted = accuracy_of(outputs[n:], EvalSet("shifted", "", prep.labels, prep.reference_outputs[n:]))
+        if mc:
+            shifted["metric"] = score_metric(mc, outputs[n:], prep.labels, prep.reference_outputs[n:], seed=1)
         clean.update({_shifted_key(k): v for k, v in shifted.items() if k != "n"})
     return clean
 

@@ -1,18 +1,19 @@
 """Inputs for a model file nobody gave inputs for: shapes and dtypes from its declaration.
 
-Dynamic dimensions get sensible sizes (batch 1, sequence 32, image side 224) and an
-integer input that indexes an embedding table stays below the table's row count.
+Dynamic dimensions get the sizes the user gave (`bench --shape NAME=1,3,320,320`, `--batch N`), else
+sensible ones (batch 1, sequence 32, image side 224), and an integer input that indexes an embedding
+table stays below the table's row count.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from exporters import suffix_formats
-from harness.errors import ModelError
+from harness.errors import ConfigError, ModelError
 
 BATCH = 1
 SEQUENCE = 32
@@ -114,6 +115,44 @@ def format_of(path: Path) -> str:
 def declared_inputs(path: Path, fmt: str) -> list[InputSpec]:
     readers = {"onnx": onnx_inputs, "tflite": tflite_inputs, "torch": torch_inputs}
     return readers[fmt](Path(path))
+
+
+def with_shapes(specs: list[InputSpec], shapes: dict[str, list[int]] | None = None,
+                batch: int | None = None) -> list[InputSpec]:
+    """The declared inputs with the user's sizes (`--shape NAME=1,3,320,320`, `--batch N`) in place of their
+    dynamic dimensions; a name the model lacks, a wrong rank or a size that contradicts a fixed dimension is
+    a one-line ConfigError."""
+    shapes = shapes or {}
+    names = [s.name for s in specs]
+    for name in shapes:
+        if name not in names:
+            raise ConfigError(f"--shape {name}=...: the model has no input {name!r} (its inputs: {', '.join(names)})")
+    out = []
+    for s in specs:
+        shape: list[int | None] = list(s.shape)
+        given = shapes.get(s.name)
+        if given is not None:
+            if len(given) != len(shape):
+                raise ConfigError(f"--shape {s.name}={_dims(given)}: {len(given)} dimensions, but input {s.name!r} "
+                                  f"has {len(shape)} ({_dims(shape)})")
+            for i, (want, got) in enumerate(zip(shape, given, strict=True)):
+                if want is not None and want > 0 and want != got:
+                    raise ConfigError(f"--shape {s.name}={_dims(given)}: dimension {i} of input {s.name!r} is fixed "
+                                      f"at {want} ({_dims(shape)})")
+            shape = list(given)
+        if batch is not None and shape:
+            fixed = s.shape[0] if s.shape[0] is not None and s.shape[0] > 0 else None
+            if fixed is not None and fixed != batch:
+                raise ConfigError(f"--batch {batch}: input {s.name!r} has a fixed batch of {fixed} ({_dims(s.shape)})")
+            if given is not None and given[0] != batch:
+                raise ConfigError(f"--batch {batch} contradicts --shape {s.name}={_dims(given)} (batch {given[0]})")
+            shape[0] = batch
+        out.append(replace(s, shape=shape))
+    return out
+
+
+def _dims(shape: list[int | None] | list[int]) -> str:
+    return ",".join("?" if d is None or d <= 0 else str(d) for d in shape)
 
 
 def concrete_shape(spec: InputSpec) -> list[int]:

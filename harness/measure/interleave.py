@@ -18,7 +18,6 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -32,7 +31,7 @@ from harness.measure.results import Measurement, TargetReport
 from harness.measure.stats import paired_ratio
 from harness.progress import Progress
 from targets.base import Job, RawResult, Target
-from targets.resident import ResidentRunner
+from targets.resident import Resident
 
 RACING_CONFIDENCE = 0.99  # stricter than the report's 95%: a cell stopped early is never looked at again
 # The median's order-statistic interval has its nominal 99% coverage from 8 paired rounds on (with
@@ -58,7 +57,7 @@ class Lane:
 
     cell: Cell
     job: Job
-    runner: ResidentRunner
+    runner: Resident
     initial: RawResult
     accuracy: dict[str, Any] | None
     runs: int = 0  # timed runs per block, set from a calibration block
@@ -76,31 +75,28 @@ class Lane:
         return [x for b in self.blocks if b for x in b]
 
 
-def mem_available_mb() -> float | None:
-    """MemAvailable of this machine (the resident runners are local processes), or None."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
+def lifetime_s(n_cells: int, cfg: RunConfig) -> float:
+    """How long a resident runner may live at most (the SSH watchdog's deadline): every cell's load and
+    warm-up block, the rounds' budget, and the last round, which may overrun it (each step within timeout_s)."""
+    ms = cfg.measure
+    return ms.budget_s + 3 * max(1, n_cells) * ms.timeout_s
 
 
 def start_lanes(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfig, progress: Progress,
                 stop: threading.Event | None) -> tuple[list[Lane], list[Measurement], list[Cell]]:
     """Load every cell in its own resident runner; cells that fail to load become failed rows.
 
-    Resident runners cost memory (tens to hundreds of MB each): once MemAvailable falls below twice
-    the largest runner's peak (and MEM_RESERVE_MB), the remaining cells are returned as `left`, to
-    be timed one after another in fresh processes instead.
+    Resident runners cost memory (tens to hundreds of MB each): once MemAvailable of the device (read
+    where the runners live: this machine, or the SSH device's /proc/meminfo) falls below twice the
+    largest runner's peak (and MEM_RESERVE_MB), the remaining cells are returned as `left`, to be timed
+    one after another in fresh processes instead.
     """
     lanes, failed, left = [], [], []
     ms = cfg.measure
     for i, cell in enumerate(cells):
         if stop is not None and stop.is_set():
             break
-        free = mem_available_mb()
+        free = lanes[-1].runner.mem_available_mb() if lanes else None
         biggest = max((float((ln.initial.data.get("memory_mb") or {}).get("peak_rss") or 0) for ln in lanes),
                       default=0.0)
         if free is not None and lanes and free < max(MEM_RESERVE_MB, 2 * biggest):
@@ -112,7 +108,7 @@ def start_lanes(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfi
             job = cell_job(target, cell, prep, cfg, cell.variant.threads or ms.threads or target.threads)
             job.eval_inputs = target.deploy(prep.eval_inputs) if prep.eval_inputs else None
             job.runs, job.warmup = 0, 0  # the blocks do the timing
-            runner = target.open_resident(job)
+            runner = target.open_resident(job, lifetime_s(len(cells), cfg))
         except USER_ERRORS as e:
             failed.append(failed_cell(cell, f"deploy failed: {e}"))
             continue
@@ -179,11 +175,14 @@ def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, 
                     o.idle_wall_s += wall
         rounds = r + 1
         if ms.racing and rounds >= max(ms.min_rounds, RACING_MIN_ROUNDS):
-            decided = cut_losers(lanes, feasible, target, report, rounds)
+            decided = cut_losers(lanes, feasible, target, report, rounds, cfg.report.tie_margin)
             for ln in decided:
                 progress(f"{target.name}: {ln.cell.key}: {ln.stopped}")
             if sum(ln.stopped is None for ln in lanes) <= 1:
                 stopped_by = "separated"
+                break
+            if equivalent(lanes, cfg.report.tie_margin):
+                stopped_by = "equivalent"
                 break
         if time.monotonic() - t_start > ms.budget_s:
             stopped_by = "budget"
@@ -196,7 +195,7 @@ def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, 
             "idle_cpu_max_fraction": max(idle) if idle else None}
 
 
-def settle(runner: ResidentRunner) -> None:
+def settle(runner: Resident) -> None:
     """Return once `runner` has used no CPU for one poll interval (or after SETTLE_MAX_S)."""
     deadline = time.monotonic() + SETTLE_MAX_S
     last = runner.cpu_seconds()
@@ -209,8 +208,9 @@ def settle(runner: ResidentRunner) -> None:
 
 
 def cut_losers(lanes: list[Lane], feasible: Feasible, target: Target, report: TargetReport,
-               rounds: int) -> list[Lane]:
-    """Stop the lanes that cannot be the pick; returns the ones stopped now."""
+               rounds: int, margin: float = 0.0) -> list[Lane]:
+    """Stop the lanes that cannot be the pick (slower than the best candidate by more than `margin`, at
+    RACING_CONFIDENCE); returns the ones stopped now."""
     live = [ln for ln in lanes if ln.blocks and ln.pooled_ns()]
     candidates = [ln for ln in live if feasible(report, lane_measurement(ln, target))]
     if not candidates:
@@ -225,11 +225,27 @@ def cut_losers(lanes: list[Lane], feasible: Feasible, target: Target, report: Ta
             now.append(ln)
             continue
         pr = paired_ratio(ln.block_p50_ms, best.block_p50_ms, RACING_CONFIDENCE)
-        if pr is not None and pr["ci"][0] > 1.0:
+        if pr is not None and pr["ci"][0] > 1.0 + margin:
             ln.stopped = (f"stopped after {rounds} rounds: slower than {best.cell.key} (ratio {pr['ratio']:.2f}, "
                           f"{100 * RACING_CONFIDENCE:.0f}% CI {pr['ci'][0]:.2f}-{pr['ci'][1]:.2f})")
             now.append(ln)
     return now
+
+
+def equivalent(lanes: list[Lane], margin: float) -> bool:
+    """Whether every lane still racing is shown (at RACING_CONFIDENCE) within `margin` of the fastest
+    of them: the tie-break decides among them, so more rounds cannot change the pick."""
+    live = [ln for ln in lanes if ln.stopped is None and ln.pooled_ns()]
+    if margin <= 0 or len(live) < 2:
+        return False
+    best = min(live, key=lambda ln: float(np.median(ln.pooled_ns())))
+    for ln in live:
+        if ln is best:
+            continue
+        pr = paired_ratio(ln.block_p50_ms, best.block_p50_ms, RACING_CONFIDENCE)
+        if pr is None or pr["ci"][0] < 1.0 / (1.0 + margin) or pr["ci"][1] > 1.0 + margin:
+            return False
+    return True
 
 
 def lane_measurement(ln: Lane, target: Target) -> Measurement:

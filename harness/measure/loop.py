@@ -63,6 +63,10 @@ def measure_target(target: Target, prep: Prepared, cfg: RunConfig, save: SaveRep
         ready = [c for c in pending if c.status == "ready"]
         measured_rows, left = measure_interleaved(target, ready, prep, cfg, report, feasible or _any, progress, stop)
         rows = {m.key: m for m in measured_rows}
+        for cell in ready:  # sweeps after the race, each a fresh timing job like a sequential cell's
+            if cell.key in rows and rows[cell.key].ok and (stop is None or not stop.is_set()):
+                sweep_cell(target, rows[cell.key], cell_job(target, cell, prep, cfg, rows[cell.key].settings.get(
+                    "threads") or cell.variant.threads or cfg.measure.threads or target.threads), cfg)
         for cell in left:  # no memory to keep these resident: fresh processes, one after another
             if stop is None or not stop.is_set():
                 rows[cell.key] = measure_cell(target, cell, prep, cfg)
@@ -226,20 +230,43 @@ def measure_cell(target: Target, cell: Cell, prep: Prepared, cfg: RunConfig) -> 
         except ValueError as e:  # outputs that cannot be compared must not pass as measured
             return _failed_cell(cell, f"device outputs do not match the reference: {e}")
     m = to_measurement(cell.variant.name, cell.artifact, raw, job, target, accuracy)
+    sweep_cell(target, m, job, cfg)
+    return m
+
+
+def sweep_cell(target: Target, m: Measurement, job: Job, cfg: RunConfig) -> None:
+    """The sweeps a config asks for, on a measured cell: latency by thread count and by batch size."""
+    ms = cfg.measure
     if m.ok and ms.threads_sweep:
         m.threads_sweep = threads_sweep(target, job, ms.threads_sweep)
-    return m
+    if m.ok and ms.batch_sweep:
+        m.batch_sweep = batch_sweep(target, job, ms.batch_sweep)
 
 
 def threads_sweep(target: Target, job: Job, counts: list[int]) -> list[dict[str, Any]]:
     """Latency against thread count: the same timing job (no evaluation) at each count."""
     rows = []
     for n in counts:
-        sweep_job = replace(job, eval_inputs=None, threads=n)
+        sweep_job = replace(job, eval_inputs=None, threads=n, profile=False)
         raw = target.run(sweep_job)
         if raw.ok and raw.data.get("latencies_ns"):
             st = LatencyStats.from_ns(raw.data["latencies_ns"])
             rows.append({"threads": n, "p50": st.p50, "p50_ci": st.p50_ci, "p99": st.p99, "n": st.n})
         else:
             rows.append({"threads": n, "error": raw.error})
+    return rows
+
+
+def batch_sweep(target: Target, job: Job, sizes: list[int]) -> list[dict[str, Any]]:
+    """Latency and throughput against batch size: the same timing job (no evaluation, no profile) with the
+    timing inputs repeated to each size; items/s is batch / p50."""
+    rows = []
+    for n in sizes:
+        raw = target.run(replace(job, eval_inputs=None, batch=n, profile=False))
+        if raw.ok and raw.data.get("latencies_ns"):
+            st = LatencyStats.from_ns(raw.data["latencies_ns"])
+            rows.append({"batch": n, "p50": st.p50, "p50_ci": st.p50_ci, "p99": st.p99, "n": st.n,
+                         "items_per_s": n / (st.p50 / 1e3) if st.p50 > 0 else None})
+        else:
+            rows.append({"batch": n, "error": raw.error})
     return rows

@@ -40,6 +40,15 @@ def contains_one(ci: list[float] | None, ratio: float | None = None) -> bool:
     return ci[0] <= 1.0 <= ci[1]
 
 
+def tied_within(ci: list[float] | None, ratio: float | None, margin: float = 0.0) -> bool:
+    """Whether a latency ratio cannot be told from 1.0 by more than `margin`: its interval reaches into
+    [1/(1+margin), 1+margin]. margin 0 is contains_one; without an interval the point estimate decides."""
+    lo_edge, hi_edge = 1.0 / (1.0 + margin), 1.0 + margin
+    if ci is None:
+        return ratio is not None and lo_edge <= ratio <= hi_edge
+    return ci[0] <= hi_edge and ci[1] >= lo_edge
+
+
 def paired_drop(paired: dict[str, Any] | None, confidence: float = 0.95) -> dict[str, Any] | None:
     """The top-1 drop against the reference from the paired counts: drop, its CI (Newcombe), McNemar p."""
     if not paired or not paired.get("n"):

@@ -33,6 +33,9 @@ class Measurement:
     raw_latencies_ms: list[float] | None = None
     derived: dict[str, Any] = field(default_factory=dict)  # compression ratio, speed-up, accuracy change
     threads_sweep: list[dict[str, Any]] | None = None  # p50 per thread count, when asked for
+    batch_sweep: list[dict[str, Any]] | None = None  # p50 and items/s per batch size, when asked for
+    # Per-operator profile from the runtime's profiler (top ops, time per op type, int8 vs float), when asked for
+    op_profile: dict[str, Any] | None = None
     # Interleaved measurement: the cell's median in each round's block, in round order (None: not timed
     # that round, e.g. stopped early by racing). Cells of one target share the rounds, so two cells'
     # lists pair up round by round (harness.measure.stats.paired_ratio).

@@ -1,8 +1,15 @@
 """Latency statistics that keep the raw values, accuracy against labels and a reference, and the tests
-that decide with them: Wilson intervals, exact McNemar, the paired accuracy difference, Kendall's tau."""
+that decide with them: Wilson intervals, exact McNemar, Mann-Whitney U, the paired accuracy difference,
+Kendall's tau.
+
+SciPy computes what it has (the median's order-statistic interval, Wilson, the binomial tests,
+Mann-Whitney, Kendall's tau); what it lacks (Newcombe's paired interval, the paired block ratio) is here.
+scipy.stats is imported inside the functions: it takes about a second, and reading reports rarely needs it.
+"""
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from statistics import NormalDist
@@ -10,35 +17,34 @@ from typing import Any, Sequence
 
 import numpy as np
 
+MEDIAN_CI_MIN_N = 6  # below this no pair of order statistics covers the median with 95%: the range is given
+
 
 def median_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
     """Distribution-free confidence interval of the median from order statistics.
 
-    The ranks come from the binomial(n, 1/2) distribution (exact for small n), so no
-    normality is assumed; latency distributions are skewed.
+    The ranks come from the exact binomial(n, 1/2) distribution (scipy.stats.quantile_test), so no
+    normality is assumed; latency distributions are skewed. Ranks, 1-based: [k, n + 1 - k] with k the
+    largest rank such that P(X < k) <= (1 - confidence) / 2.
     """
-    s = sorted(values)
-    n = len(s)
+    n = len(values)
     if n == 0:
         return (math.nan, math.nan)
-    if n < 6:
+    s = sorted(values)
+    if n < MEDIAN_CI_MIN_N:
         return (s[0], s[-1])
-    alpha = 1.0 - confidence
-    if n > 1000:  # the exact binomial terms underflow; the normal approximation is tight here
-        z = {0.95: 1.959963984540054, 0.99: 2.5758293035489}.get(confidence, 1.959963984540054)
-        k = max(1, int(math.floor(n / 2.0 - z * math.sqrt(n) / 2.0)))
-        return (s[k - 1], s[n - k])
-    # Largest k with P(X < k) <= alpha/2 for X ~ Binomial(n, 1/2): interval [s[k-1], s[n-k]].
-    cdf, k, p = 0.0, 0, 0.5 ** n
-    term = p
-    while k < n // 2:
-        if cdf + term > alpha / 2:
-            break
-        cdf += term
-        k += 1
-        term = term * (n - k + 1) / k
-    k = max(k, 1)
-    return (s[k - 1], s[n - k])
+    lo, hi = median_ci_ranks(n, confidence)
+    return (s[lo], s[hi])
+
+
+@functools.lru_cache(maxsize=4096)
+def median_ci_ranks(n: int, confidence: float = 0.95) -> tuple[int, int]:
+    """0-based order statistics of the median's CI for n values (scipy.stats.quantile_test on the ranks)."""
+    from scipy.stats import quantile_test
+
+    ci = quantile_test(np.arange(n, dtype=np.float64), q=0.0, p=0.5).confidence_interval(confidence)
+    # No pair of order statistics reaches the confidence (n = 6 at 99%): scipy says NaN, the range is given.
+    return (0 if math.isnan(ci.low) else int(ci.low), n - 1 if math.isnan(ci.high) else int(ci.high))
 
 
 @dataclass
@@ -120,30 +126,55 @@ def wilson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
         return (0.0, 1.0)
     if not 0 <= k <= n:
         raise ValueError(f"k={k} outside 0..{n}")
-    return _wilson(k / n, n, _z(confidence))
+    from scipy.stats import binomtest
 
-
-def _binom_half_cdf(k: int, n: int) -> float:
-    """P(X <= k) for X ~ Binomial(n, 1/2), exactly (integer arithmetic, then one division)."""
-    if k < 0:
-        return 0.0
-    if k >= n:
-        return 1.0
-    return sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=confidence, method="wilson")
+    return (0.0 if k == 0 else max(0.0, float(ci.low)), 1.0 if k == n else min(1.0, float(ci.high)))
 
 
 def mcnemar_exact(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value from the discordant pairs b and c (binomial(b + c, 1/2))."""
     if b + c == 0:
         return 1.0
-    return min(1.0, 2.0 * _binom_half_cdf(min(b, c), b + c))
+    from scipy.stats import binomtest
+
+    return min(1.0, float(binomtest(int(min(b, c)), int(b + c), 0.5).pvalue))
 
 
 def mcnemar_one_sided(b: int, c: int) -> float:
     """One-sided exact McNemar p-value that b is larger than c: P(X >= b), X ~ Binomial(b + c, 1/2)."""
     if b + c == 0:
         return 1.0
-    return 1.0 - _binom_half_cdf(b - 1, b + c)
+    from scipy.stats import binomtest
+
+    return float(binomtest(int(b), int(b + c), 0.5, alternative="greater").pvalue)
+
+
+@dataclass
+class MannWhitney:
+    """U statistic of the NEW sample, its z score, and one-sided p-values for 'slower' and 'faster'."""
+
+    u: float
+    z: float
+    p_slower: float
+    p_faster: float
+
+
+def mann_whitney(old: Sequence[float], new: Sequence[float]) -> MannWhitney:
+    """One-sided Mann-Whitney U tests of NEW against OLD (normal approximation, ties averaged, continuity)."""
+    a, b = np.asarray(old, dtype=float), np.asarray(new, dtype=float)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("both samples need at least one value")
+    from scipy.stats import mannwhitneyu, rankdata, tiecorrect
+
+    slower = mannwhitneyu(b, a, alternative="greater", method="asymptotic", use_continuity=True)
+    faster = mannwhitneyu(b, a, alternative="less", method="asymptotic", use_continuity=True)
+    n1, n2 = a.size, b.size
+    var = n1 * n2 * (n1 + n2 + 1) / 12.0 * tiecorrect(rankdata(np.concatenate([a, b])))
+    if not var > 0:  # every value identical: no evidence either way
+        return MannWhitney(float(slower.statistic), 0.0, 1.0, 1.0)
+    u = float(slower.statistic)
+    return MannWhitney(u, (u - n1 * n2 / 2.0) / math.sqrt(var), float(slower.pvalue), float(faster.pvalue))
 
 
 def paired_difference_ci(both: float, first_only: float, second_only: float, neither: float,
@@ -199,22 +230,11 @@ def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
     """Kendall's tau-b rank correlation of two equally long sequences (ties in either count as neither)."""
     if len(a) != len(b):
         raise ValueError("kendall_tau needs sequences of equal length")
-    conc = disc = ties_a = ties_b = 0
-    for i in range(len(a)):
-        for j in range(i + 1, len(a)):
-            da, db = a[i] - a[j], b[i] - b[j]
-            if da == 0 and db == 0:
-                continue
-            if da == 0:
-                ties_a += 1
-            elif db == 0:
-                ties_b += 1
-            elif (da > 0) == (db > 0):
-                conc += 1
-            else:
-                disc += 1
-    den = math.sqrt((conc + disc + ties_a) * (conc + disc + ties_b))
-    return (conc - disc) / den if den > 0 else math.nan
+    if len(a) < 2:
+        return math.nan
+    from scipy.stats import kendalltau
+
+    return float(kendalltau(a, b).statistic)
 
 
 def paired_ratio(num: Sequence[float | None], den: Sequence[float | None],

@@ -10,48 +10,14 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from harness.measure.results import Measurement, TargetReport, load_report, write_atomic
+from harness.measure.stats import mann_whitney
 from harness.report.cells import dig, reference_cell
 from harness.report.rerender import find_reports
-
-
-@dataclass
-class MannWhitney:
-    """U statistic of the NEW sample, its z score, and one-sided p-values for 'slower' and 'faster'."""
-
-    u: float
-    z: float
-    p_slower: float
-    p_faster: float
-
-
-def mann_whitney(old: Sequence[float], new: Sequence[float]) -> MannWhitney:
-    """One-sided Mann-Whitney U tests of NEW against OLD (normal approximation, ties averaged, continuity)."""
-    a, b = np.asarray(old, dtype=float), np.asarray(new, dtype=float)
-    n1, n2 = a.size, b.size
-    if n1 == 0 or n2 == 0:
-        raise ValueError("both samples need at least one value")
-    both = np.concatenate([a, b])
-    _, inverse, counts = np.unique(both, return_inverse=True, return_counts=True)
-    # Average rank of each distinct value: ranks start+1 .. start+count.
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    ranks = (starts + (counts + 1) / 2.0)[inverse]
-    u_new = float(ranks[n1:].sum() - n2 * (n2 + 1) / 2.0)
-    n = n1 + n2
-    mean = n1 * n2 / 2.0
-    ties = float(np.sum(counts.astype(float) ** 3 - counts))
-    var = n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1))) if n > 1 else 0.0
-    if var <= 0:  # every value identical: no evidence either way
-        return MannWhitney(u_new, 0.0, 1.0, 1.0)
-    sd = math.sqrt(var)
-    z_up = (u_new - mean - 0.5) / sd
-    z_down = (u_new - mean + 0.5) / sd
-    return MannWhitney(u_new, (u_new - mean) / sd, 0.5 * math.erfc(z_up / math.sqrt(2)),
-                       0.5 * math.erfc(-z_down / math.sqrt(2)))
 
 
 @dataclass

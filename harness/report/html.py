@@ -30,8 +30,11 @@ from harness.report.cells import (
     task_line,
     tie_lines,
 )
+from harness.report.decision_words import drop_text
 from harness.report.plots import accuracy_scatter, cell_of, device_dots, esc, has_p50, latency_boxes, size_bars
-from harness.report.recommend import Recommendation, drop_text, recommend
+from harness.report.profiles import op_profile_block
+from harness.report.recommend import Recommendation, recommend
+from harness.report.task_section import task_block
 
 
 # ----------------------------------------------------------------------------------------------- pages
@@ -119,8 +122,9 @@ def render_target_html(report: TargetReport, rec: Recommendation | None = None) 
             f'(nothing is both faster and more accurate); the ring marks the recommendation.</p>'
             f'{accuracy_scatter(report, rec)}</section>'
             f'<section class="card"><h2>Latency distribution</h2>{latency_boxes(report.measurements)}</section>'
+            f'{op_profile_block(report)}'
             f'<section class="card"><h2>Artifact size</h2>{size_bars(report, rec)}</section>'
-            f'{sensitivity_block(report)}'
+            f'{sensitivity_block(report)}{task_block(report)}'
             f'<section class="card"><h2>Lineage</h2>{lineage_block(report)}</section>'
             f'<p class="note">{esc(FOOTNOTE)}</p>')
     return page(f"edge-harness: {name}", body)

@@ -23,7 +23,10 @@ from harness.report.cells import (
     task_line,
     tie_lines,
 )
-from harness.report.recommend import Recommendation, drop_text, recommend
+from harness.report.decision_words import drop_text
+from harness.report.profiles import op_profile_markdown
+from harness.report.recommend import Recommendation, recommend
+from harness.report.task_section import task_markdown
 
 
 def recommendation_markdown(rec: Recommendation) -> list[str]:
@@ -75,8 +78,12 @@ def render_markdown(report: TargetReport, rec: Recommendation | None = None) -> 
                   f"within ±{100 * 0.10:.0f}%: the device ran at the same speed throughout."]
     lines += rounds_markdown(report)
     lines += threads_sweep_markdown(report)
+    lines += batch_sweep_markdown(report)
+    lines += runtime_settings_markdown(report)
+    lines += op_profile_markdown(report)
     lines += memory_markdown(report)
     lines += sensitivity_markdown(report)
+    lines += task_markdown(report)
     lines += ["", FOOTNOTE, ""]
     return "\n".join(lines)
 
@@ -109,6 +116,40 @@ def threads_sweep_markdown(report: TargetReport) -> list[str]:
         by = {r["threads"]: r for r in m.threads_sweep or []}
         vals = [f"{by[n]['p50']:.3f}" if n in by and "p50" in by[n] else "failed" if n in by else "–" for n in counts]
         lines.append(f"| {m.key} | " + " | ".join(vals) + " |")
+    return lines
+
+
+def batch_sweep_markdown(report: TargetReport) -> list[str]:
+    """p50 and throughput against batch size, one row per cell, when the run swept batch sizes."""
+    swept = [m for m in report.measurements if m.batch_sweep]
+    if not swept:
+        return []
+    sizes = sorted({r["batch"] for m in swept for r in m.batch_sweep or []})
+    lines = ["", "## p50 (ms) and items/s against batch size", "",
+             "| cell | " + " | ".join(f"batch {n}" for n in sizes) + " |", "|---|" + "---:|" * len(sizes)]
+    for m in swept:
+        by = {r["batch"]: r for r in m.batch_sweep or []}
+        vals = [f"{by[n]['p50']:.3f} ms, {by[n]['items_per_s']:.1f}/s" if n in by and by[n].get("items_per_s")
+                else "failed" if n in by else "–" for n in sizes]
+        lines.append(f"| {m.key} | " + " | ".join(vals) + " |")
+    return lines
+
+
+RUNTIME_SETTING_KEYS = ("providers", "graph_optimization_level", "xnnpack", "delegate", "delegate_options", "batch")
+
+
+def runtime_settings_markdown(report: TargetReport) -> list[str]:
+    """The runtime and the options in force per cell, as the runner applied them."""
+    rows = [m for m in report.measurements if m.ok and m.settings.get("runtime")]
+    if not rows:
+        return []
+    lines = ["", "## Runtime settings", "", "| cell | runtime | threads | options |", "|---|---|---:|---|"]
+    for m in rows:
+        st = m.settings
+        opts = "; ".join(f"{k} {', '.join(map(str, st[k])) if isinstance(st[k], list) else st[k]}"
+                         for k in RUNTIME_SETTING_KEYS if st.get(k) is not None)
+        lines.append(f"| {m.key} | {st.get('runtime')} {st.get('runtime_version') or ''} | {st.get('threads')} | "
+                     f"{opts or '–'} |")
     return lines
 
 

@@ -4,7 +4,8 @@ Both halves of the decision are tested, not read off point estimates. Accuracy: 
 `max_accuracy_drop` only when the 95% CI of its paired top-1 drop against the fp32 reference (same
 samples; Newcombe's interval for paired proportions) lies wholly above the limit; a drop above the limit
 that the data cannot confirm is "inconclusive", not refused. Latency: cells whose p50 ratio CI to the
-fastest (paired blocks, else the p50 CIs) contains 1.0 are tied, and TIE_BREAK picks among them.
+fastest (paired blocks, else the p50 CIs) reaches within `tie_margin` of 1.0 (contains 1.0 at the default
+margin 0) are tied, and TIE_BREAK picks among them.
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from harness.measure.metrics import contains_one, drop_words, judge_drop, latency_ratio
+from harness.measure import task_metrics as tm
+from harness.measure.metrics import latency_ratio, tied_within
 from harness.measure.results import Measurement, TargetReport
+from harness.report.decision_words import accuracy_words, nothing_meets, size_text
 
 # The constraint names, as in the config's [report] section and task["constraints"].
 CONSTRAINT_KEYS = ("max_latency_ms", "max_accuracy_drop", "max_size_mb", "max_memory_mb")
 
-TIE_BREAK = ("cells whose p50 ratio CI to the fastest cell that meets the limits contains 1.0 are tied with it; "
+TIE_BREAK = ("cells whose p50 ratio CI to the fastest cell that meets the limits contains 1.0 (or reaches within "
+             "tie_margin of it) are tied with it; "
              "among them the smaller artifact wins, then the lower peak RSS (whole MB), then the smaller top-1 "
              "drop (the larger of clean and shifted), then the lower p50")
 ACCURACY_RULE = ("refused only when the 95% CI of the paired top-1 drop against the fp32 reference (same samples, "
@@ -36,6 +40,7 @@ class Constraints:
     max_accuracy_drop: float | None = 0.01
     max_size_mb: float | None = None
     max_memory_mb: float | None = None
+    metric: dict[str, Any] | None = None  # the configured metric when not top-1: the accuracy limit is on it
 
     @classmethod
     def of(cls, report: TargetReport, overrides: dict[str, Any] | None = None) -> Constraints:
@@ -45,7 +50,7 @@ class Constraints:
             merged["max_accuracy_drop"] = report.task["max_accuracy_drop"]
         merged.update({k: v for k, v in (report.task.get("constraints") or {}).items() if k in CONSTRAINT_KEYS})
         merged.update({k: v for k, v in (overrides or {}).items() if k in CONSTRAINT_KEYS and v is not None})
-        return cls(**merged)
+        return cls(**merged, metric=tm.task_metric(report))
 
     def describe(self) -> list[str]:
         """The active limits, in words: ["p50 ≤ 5 ms", "top-1 drop ≤ 1.0 points", ...]."""
@@ -53,7 +58,7 @@ class Constraints:
         if self.max_latency_ms is not None:
             out.append(f"p50 ≤ {self.max_latency_ms:g} ms")
         if self.max_accuracy_drop is not None:
-            out.append(f"top-1 drop ≤ {100 * self.max_accuracy_drop:.1f} points, clean and shifted")
+            out.append(tm.limit_words(self.max_accuracy_drop, self.metric))
         if self.max_size_mb is not None:
             out.append(f"size ≤ {self.max_size_mb:g} MB")
         if self.max_memory_mb is not None:
@@ -61,7 +66,7 @@ class Constraints:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and k != "metric"}
 
 
 @dataclass
@@ -120,22 +125,26 @@ class Recommendation:
     tied: list[Measurement] = field(default_factory=list)  # meet all limits, latency tied with the pick
     tie_broken_by: str | None = None  # the criterion of TIE_BREAK that chose the pick among tied cells
     runner_up: dict[str, Any] | None = None  # {cell, ratio, ci, basis, n, told_apart}
+    tie_margin: float = 0.0  # latency ratios within this fraction of 1.0 tie (report.tie_margin)
 
     def to_dict(self) -> dict[str, Any]:
         """The decision as report.json's `recommendation` object (plain JSON types)."""
         return {"pick": self.pick.key if self.pick else None, "tied": [m.key for m in self.tied],
                 "limits": self.constraints.to_dict(), "limits_text": self.constraints.describe(),
                 "reason": self.reason, "tie_break": TIE_BREAK, "tie_broken_by": self.tie_broken_by,
+                "tie_margin": self.tie_margin,
                 "runner_up": self.runner_up, "accuracy_rule": ACCURACY_RULE,
                 "closest": self.closest.key if self.closest else None,
                 "cells": [c.to_dict() for c in self.checks]}
 
 
 def _drops(report: TargetReport, m: Measurement) -> dict[str, float]:
-    """Top-1 lost against the fp32 reference on each evaluation set, as fractions (positive = worse)."""
+    """Top-1 (or the configured metric, in its unit) lost against the fp32 reference per evaluation set (+ = worse)."""
     d = m.derived or {}
     acc = m.accuracy or {}
     out = {}
+    if tm.task_metric(report) is not None:
+        return tm.metric_drops(acc)
     for where, change_key, acc_key, ref_key in (("clean", "top1_change", "top1", "reference_top1"),
                                                 ("shifted", "top1_change_shifted", "top1_shifted",
                                                  "reference_top1_shifted")):
@@ -170,7 +179,8 @@ def check_cell(report: TargetReport, m: Measurement, c: Constraints) -> CellChec
                     peak_rss_mb=(m.memory_mb or {}).get("peak_rss"))
     if not m.ok:
         return chk
-    has_reference = report.task.get("reference_top1") is not None
+    mc = tm.task_metric(report)
+    has_reference = report.task.get("reference_top1") is not None or mc is not None
     if chk.p50_ms is None:
         chk.misses.append("no latency measured")
         chk.excess += 1.0
@@ -179,7 +189,7 @@ def check_cell(report: TargetReport, m: Measurement, c: Constraints) -> CellChec
         chk.excess += chk.p50_ms / c.max_latency_ms - 1
     if c.max_accuracy_drop is not None and has_reference:
         if chk.top1_drop is None:
-            chk.misses.append("top-1 not measured")
+            chk.misses.append(f"{tm.metric_name(mc)} not measured")
             chk.excess += 1.0
         else:
             _check_accuracy(report, m, chk, c.max_accuracy_drop)
@@ -192,11 +202,12 @@ def _check_accuracy(report: TargetReport, m: Measurement, chk: CellCheck, limit:
     """Test the drop on each evaluation set; the worst set that the data show above the limit refuses the cell."""
     drops = _drops(report, m)
     acc = m.accuracy or {}
-    for where, drop in drops.items():
-        chk.accuracy[where] = judge_drop(acc.get("paired" if where == "clean" else "paired_shifted"), drop, limit)
+    mc = tm.task_metric(report)
+    for where, drop in drops.items():  # another metric than top-1: its paired bootstrap CI (task_metrics)
+        chk.accuracy[where] = tm.judge(mc, acc, where, drop, limit)
 
     def words(where: str) -> str:
-        return drop_words(f" (on {where} data)" if len(drops) > 1 else "", chk.accuracy[where], limit)
+        return tm.words(mc, f" (on {where} data)" if len(drops) > 1 else "", chk.accuracy[where], limit)
 
     over = [w for w, j in chk.accuracy.items() if j["verdict"] == "exceeds"]
     if over:
@@ -231,15 +242,16 @@ def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | 
     checks = [check_cell(report, m, c) for m in report.measurements]
     by_key = {m.key: m for m in report.measurements}
     limits = ", ".join(c.describe()) or "no limits set"
+    margin = tie_margin_of(report, constraints if isinstance(constraints, dict) else None)
     ok = [k for k in checks if k.status == "ok" and k.p50_ms is not None]
     if not ok:
         return Recommendation(None, "no cell was measured successfully, so there is nothing to recommend", c, checks)
     meeting = [k for k in ok if k.meets]
     if not meeting:
         closest = min(ok, key=lambda k: (len(k.misses), k.excess, k.p50_ms))
-        return Recommendation(None, _nothing_meets(ok, c, closest), c, checks, closest=by_key[closest.key])
+        return Recommendation(None, nothing_meets(ok, c, closest), c, checks, closest=by_key[closest.key])
     fastest = min(meeting, key=lambda k: k.p50_ms)  # type: ignore[arg-type, return-value]
-    candidates = sorted((k for k in meeting if k is fastest or _tied(by_key[k.key], by_key[fastest.key])),
+    candidates = sorted((k for k in meeting if k is fastest or _tied(by_key[k.key], by_key[fastest.key], margin)),
                         key=lambda k: _tie_key(k, by_key[k.key]))
     best = candidates[0]
     m = by_key[best.key]
@@ -247,8 +259,8 @@ def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | 
         r = latency_ratio(by_key[k.key], m) if k is not best else {"ratio": 1.0, "ci": [1.0, 1.0], "basis": "pick"}
         k.ratio_to_pick, k.ratio_to_pick_ci = (r["ratio"], r["ci"]) if r else (None, None)
         k.ratio_basis = r["basis"] if r else None
-        k.tied = k is not best and k.meets and contains_one(k.ratio_to_pick_ci, k.ratio_to_pick)
-    rec = Recommendation(m, "", c, checks, tied=[by_key[k.key] for k in meeting if k.tied])
+        k.tied = k is not best and k.meets and tied_within(k.ratio_to_pick_ci, k.ratio_to_pick, margin)
+    rec = Recommendation(m, "", c, checks, tied=[by_key[k.key] for k in meeting if k.tied], tie_margin=margin)
     if len(ok) == 1:
         why = f"{best.key} (p50 {best.p50_ms:.3f} ms) is the only measured cell, and it meets all limits ({limits})"
     elif len(meeting) == 1:
@@ -266,8 +278,10 @@ def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | 
         rec.tie_broken_by, detail = _tie_broken_by(candidates[0], candidates[1], by_key)
         others = [k for k in candidates if k is not best]
         named = {k.key for k in others}
-        why += (f"; tied with it on latency: {', '.join(f'{k.key} ({_ratio_words(k)})' for k in others)}; the tie "
-                f"goes to {best.key} by {rec.tie_broken_by} ({detail})")
+        within = f" (tie margin {100 * margin:g}%)" if margin else ""
+        listed = ", ".join(f"{k.key} ({_ratio_words(k)})" for k in others)
+        why += (f"; tied with it on latency{within}: {listed}; the tie goes to {best.key} by {rec.tie_broken_by} "
+                f"({detail})")
     runner = min((k for k in meeting if k is not best), key=lambda k: k.p50_ms, default=None)  # type: ignore[arg-type, return-value]
     if runner is not None and runner.ratio_to_pick is not None:
         rec.runner_up = {"cell": runner.key, "ratio": runner.ratio_to_pick, "ci": runner.ratio_to_pick_ci,
@@ -276,10 +290,10 @@ def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | 
             why += (f"; the runner-up, {runner.key}, cannot be told apart from it ({_ratio_words(runner)})"
                     if runner.tied else f"; the runner-up, {runner.key}, is told apart: {_ratio_words(runner)}")
     if best.top1_drop is not None:
-        why += f"; {_accuracy_words(best.top1_drop)}"
+        why += f"; {tm.metric_change_words(best.top1_drop, c.metric) if c.metric else accuracy_words(best.top1_drop)}"
     if best.notes:
         why += "; " + "; ".join(best.notes)
-    if c.max_accuracy_drop is not None and report.task.get("reference_top1") is None:
+    if c.max_accuracy_drop is not None and report.task.get("reference_top1") is None and c.metric is None:
         why += "; accuracy was not checked: this report has no fp32 reference top-1"
     rec.reason = why
     return rec
@@ -298,9 +312,17 @@ def record_decision(report: TargetReport, rec: Recommendation | None = None) -> 
     return rec
 
 
-def _tied(a: Measurement, b: Measurement) -> bool:
+def tie_margin_of(report: TargetReport, overrides: dict[str, Any] | None = None) -> float:
+    """The latency equivalence margin in force: an override, else the run's report.tie_margin, else 0."""
+    for source in (overrides or {}, report.task.get("constraints") or {}):
+        if source.get("tie_margin") is not None:
+            return float(source["tie_margin"])
+    return 0.0
+
+
+def _tied(a: Measurement, b: Measurement, margin: float) -> bool:
     r = latency_ratio(a, b)
-    return r is not None and contains_one(r["ci"], r["ratio"])
+    return r is not None and tied_within(r["ci"], r["ratio"], margin)
 
 
 def _tie_key(k: CellCheck, m: Measurement) -> tuple[Any, ...]:
@@ -314,7 +336,7 @@ def _tie_broken_by(a: CellCheck, b: CellCheck, by_key: dict[str, Measurement]) -
     """The first TIE_BREAK criterion on which the pick `a` beats the next tied cell `b`, and the two values."""
     ka, kb = _tie_key(a, by_key[a.key]), _tie_key(b, by_key[b.key])
     names = ("smaller artifact", "lower peak RSS", "smaller top-1 drop", "lower p50", "name")  # TIE_BREAK
-    texts = (_size, lambda v: f"{v} MB", lambda v: f"{100 * v:.1f} points",
+    texts = (size_text, lambda v: f"{v} MB", lambda v: f"{100 * v:.1f} points",
              lambda v: f"{v:.3f} ms", str)
     for name, text, va, vb in zip(names, texts, ka, kb):
         if va != vb:
@@ -331,50 +353,3 @@ def _ratio_words(k: CellCheck) -> str:
         return f"p50 ratio to the pick {k.ratio_to_pick:.2f}, no interval"
     what = "95% CI" if k.ratio_basis == "paired blocks" else "interval from the p50 CIs"
     return f"p50 ratio to the pick {k.ratio_to_pick:.2f}, {what} {ci[0]:.2f}–{ci[1]:.2f}"
-
-
-def _size(nbytes: float) -> str:
-    return f"{nbytes / 1e6:.2f} MB" if nbytes >= 1e5 else f"{nbytes / 1e3:.1f} kB"
-
-
-def _nothing_meets(ok: list[CellCheck], c: Constraints, closest: CellCheck) -> str:
-    """Name the limits no cell meets (with the best value reached), then the closest cell and what it misses."""
-    parts = []
-    for name, value, limit in (
-        ("latency", lambda k: k.p50_ms, c.max_latency_ms),
-        ("accuracy", lambda k: k.top1_drop, c.max_accuracy_drop),
-        ("size", lambda k: k.size_mb, c.max_size_mb),
-        ("memory", lambda k: k.peak_rss_mb, c.max_memory_mb),
-    ):
-        if limit is None:
-            continue
-        vals = [(value(k), k.key) for k in ok if value(k) is not None]
-        # accuracy: refused by the test, not merely above the limit (an inconclusive drop is not a miss)
-        if vals and all(k.accuracy_refused if name == "accuracy" else value(k) > limit + 1e-9  # type: ignore[operator]
-                        for k in ok if value(k) is not None):
-            best_v, best_key = min(vals)
-            if name == "accuracy":
-                parts.append(f"no cell keeps the top-1 drop within {100 * limit:.1f} points (the smallest drop, "
-                             f"{best_key}, is {100 * best_v:.1f} points)")
-            elif name == "latency":
-                parts.append(f"no cell has p50 ≤ {limit:g} ms (the fastest, {best_key}, takes {best_v:.2f} ms)")
-            elif name == "size":
-                parts.append(f"no artifact is ≤ {limit:g} MB (the smallest, {best_key}, is {best_v:.2f} MB)")
-            else:
-                parts.append(f"no cell's peak RSS is ≤ {limit:g} MB (the lowest, {best_key}, peaks at "
-                             f"{best_v:.1f} MB)")
-    head = "Nothing meets all limits: " + ("; ".join(parts) if parts else
-                                           "each limit is met by some cell, but no cell meets them all together")
-    return f"{head}. Closest: {closest.key} (p50 {closest.p50_ms:.3f} ms), which misses {'; '.join(closest.misses)}"
-
-
-def _accuracy_words(drop: float) -> str:
-    pts = round(100 * drop, 1) + 0.0  # no "-0.0"
-    if pts == 0:
-        return "its top-1 matches the fp32 reference"
-    return f"it {'loses' if pts > 0 else 'gains'} {abs(pts):.1f} points of top-1 against the fp32 reference"
-
-
-def drop_text(drop: float | None) -> str:
-    """A top-1 drop (fraction) as points, without a negative zero."""
-    return "–" if drop is None else f"{round(100 * drop, 1) + 0.0:.1f}"

@@ -140,12 +140,14 @@ class AdbTarget(Target):
         threads = int(job.threads or self.threads or len(cpus or []) or before.get("cores") or 1)
         timeout = float(self.run_timeout_s or job.timeout_s)
         pin = f"taskset {sum(1 << c for c in cpus):x} " if cpus else ""
+        options = tool_options(job)
         if job.format == "tflite":
             cmd = (f"{q(binary)} --graph={q(job.artifact)} --num_threads={threads} --warmup_runs={job.warmup} "
                    f"--num_runs={job.runs} --min_secs={job.min_time_s:g} --max_secs={job.max_time_s:g} "
-                   "--enable_op_profiling=true --report_peak_memory_footprint=true")
+                   f"--enable_op_profiling=true --report_peak_memory_footprint=true{options['flags']}")
         else:
-            cmd = f"{q(binary)} -e cpu -m times -r {job.runs} -x {threads} -I {q(job.artifact)}"
+            cmd = f"{q(binary)} -e {options['ep']} -m times -r {job.runs} -x {threads}{options['flags']} -I " \
+                  f"{q(job.artifact)}"
         code, out = self.adb.shell(f"cd {q(self.workdir)} && timeout {timeout:g} {pin}{cmd}", timeout=timeout + 30)
         name = tool.name
         if code != 0:
@@ -162,7 +164,7 @@ class AdbTarget(Target):
             "runtime_version": f"{name} sha256 {_digest(tool)[:12]}", "threads": threads,
             "affinity": cpus, "runtime_import_ns": 0,
         })
-        figures["tool_settings"].update(affinity=cpus, command=f"{pin}{cmd}")
+        figures["tool_settings"].update(affinity=cpus, command=f"{pin}{cmd}", **options["settings"])
         return RawResult(status="ok", data=figures, exit_code=code, log=out)
 
     def _cpus(self, affinity: list[int] | str | None, probe: dict[str, Any]) -> list[int] | None:
@@ -225,6 +227,35 @@ def _onnx_figures(out: str) -> dict[str, Any]:
 
 def _scaled(v: float | None, k: float) -> float | None:
     return None if v is None else v * k
+
+
+# onnxruntime_perf_test's -e names for the providers, and its -o numbers for the optimisation levels.
+PERF_TEST_PROVIDERS = {"CPUExecutionProvider": "cpu", "XnnpackExecutionProvider": "xnnpack",
+                       "NnapiExecutionProvider": "nnapi", "QNNExecutionProvider": "qnn",
+                       "CUDAExecutionProvider": "cuda", "TensorrtExecutionProvider": "tensorrt",
+                       "OpenVINOExecutionProvider": "openvino", "CoreMLExecutionProvider": "coreml"}
+PERF_TEST_LEVELS = {"disable": 0, "basic": 1, "extended": 2, "all": 99}
+
+
+def tool_options(job: Job) -> dict[str, Any]:
+    """A job's runtime options as the native tools' flags: benchmark_model's --use_xnnpack and
+    --external_delegate_*, onnxruntime_perf_test's -e (its first provider) and -o."""
+    if job.format == "tflite":
+        flags = " --use_xnnpack=false" if job.xnnpack is False else ""
+        if job.delegate:
+            flags += f" --external_delegate_path={q(job.delegate)}"
+            if job.delegate_options:
+                flags += " --external_delegate_options=" + q(";".join(f"{k}:{v}" for k, v in
+                                                                     job.delegate_options.items()))
+        return {"flags": flags, "settings": {"xnnpack": job.xnnpack is not False, "delegate": job.delegate,
+                                             "delegate_options": job.delegate_options}}
+    provider = (job.providers or ["CPUExecutionProvider"])[0]
+    if provider not in PERF_TEST_PROVIDERS:
+        raise TargetError(f"onnxruntime_perf_test has no -e name for provider {provider} (known: "
+                          f"{', '.join(PERF_TEST_PROVIDERS)})")
+    level = job.graph_optimization_level
+    return {"ep": PERF_TEST_PROVIDERS[provider], "flags": f" -o {PERF_TEST_LEVELS[level]}" if level else "",
+            "settings": {"providers": [provider], "graph_optimization_level": level or "all"}}
 
 
 def _last_line(text: str) -> str:

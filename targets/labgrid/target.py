@@ -264,6 +264,14 @@ class LabgridTarget(Target):
     def deploy(self, path: Path) -> str:
         return self.board().deploy(path)
 
+    @property
+    def resident(self) -> bool:  # type: ignore[override]
+        return True  # a board is an SSH device: resident runners go over the place's SSH service
+
+    def open_resident(self, job: Job, lifetime_s: float | None = None) -> Any:
+        """A resident runner on the board (reserved first if need be), as SSHTarget.open_resident."""
+        return self.board().open_resident(job, lifetime_s)
+
     def run(self, job: Job) -> RawResult:
         try:
             ssh = self.board()

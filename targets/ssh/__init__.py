@@ -3,6 +3,7 @@
 - `connection`: where to connect, whose host key to accept, one lazy connection + SFTP channel;
 - `store`: the device's workdir as a content-addressed file store;
 - `target`: `SSHTarget` (kind "ssh"): probe, deploy, run a job under the watchdog, collect, close;
+- `resident`: a resident runner on the device (the watchdog's forwarding mode over one channel);
 - `setup`: a venv with the runtimes on the device (`targets setup`);
 - `trust`: fetching and recording a device's host key (`targets trust`).
 """

@@ -260,6 +260,23 @@ class DeviceStore:
                     raise TargetError(f"target {self.name}: cannot create {sub} on the device ({why}); "
                                       "set `workdir` to a writable folder") from None
 
+    def read_bytes(self, path: str) -> bytes:
+        """A small file's bytes from the device (a /proc file too: read to its end, whatever size it shows)."""
+        with self.conn.lock, self.conn.sftp().open(path) as f:
+            return bytes(f.read())
+
+    def fetch(self, folder: str, names: tuple[str, ...], local: Path) -> None:
+        """Copy those of `names` that `folder` holds on the device into the local folder `local`."""
+        with self.conn.lock:
+            sftp = self.conn.sftp()
+            try:
+                present = set(sftp.listdir(folder))
+            except FileNotFoundError:
+                present = set()
+            for name in names:
+                if name in present:
+                    sftp.get(f"{folder}/{name}", str(local / name))
+
     def remove_tree(self, path: str) -> None:
         """`rm -rf` over SFTP, for a job's own small folder."""
         sftp = self.conn.sftp()

@@ -2,7 +2,8 @@
 
 A job runs under the watchdog (targets/watchdog.py) on the device, which kills the runner when the
 host stops sending its once-a-second heartbeat (a cut link), when the host closes the session, or
-at a deadline, so no measurement is left running on a device the host can no longer see.
+at a deadline, so no measurement is left running on a device the host can no longer see. Resident
+runners (interleaved measurement) run under it too, in its forwarding mode (targets/ssh/resident.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from targets.device_lock import DeviceBusy
 from targets.errors import TargetError, TargetSettingError
 from targets.result_files import read_result
 from targets.ssh.connection import host_lock, resolve
+from targets.ssh.resident import RESULT_FILES, SSHResidentRunner
 from targets.ssh.shell import last_line, q
 from targets.ssh.store import DeviceStore
 from targets.ssh.usb import connection, usb_forward
@@ -89,6 +91,7 @@ class SSHTarget(Target):
         self._tools: tuple[str, str] | None = None
         self._stale: list[str] = []  # job folders of runs cut off by a lost link, cleaned on reconnect
         self._tmp: Path | None = None  # local folder for fetched results, made on first use
+        self._residents: set[SSHResidentRunner] = set()  # open resident runners, ended by close()
 
     @property
     def host(self) -> str:
@@ -134,6 +137,8 @@ class SSHTarget(Target):
         self._closed = True  # no new job starts after this (an interrupted run must not start another cell)
         self._closing.set()  # a job running on another thread stops within a poll and cleans up on the device
         with self._lock:
+            for runner in list(self._residents):
+                runner.close()  # the watchdog kills each at once; their folders go while the link is up
             self.store.lock.release()
             self.conn.drop()
             if self.forward is not None:
@@ -203,8 +208,8 @@ class SSHTarget(Target):
             except TargetError as e:
                 return RawResult.failed(str(e))
 
-    def _run(self, job: Job) -> RawResult:
-        runner, watchdog = self.tools()
+    def _put_job(self, job: Job) -> str:
+        """Write the job to a new folder on the device; returns the folder."""
         job_dir = f"{self.workdir}/jobs/{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
         self.conn.sftp().mkdir(job_dir)
         if job.threads is None:
@@ -215,10 +220,22 @@ class SSHTarget(Target):
         payload = json.dumps(spec).encode()
         self.conn.sftp().putfo(io.BytesIO(payload), f"{job_dir}/job.json")
         self.stats["job_bytes_sent"] += len(payload)
-        timeout = float(self.run_timeout_s or job.timeout_s)
+        return job_dir
+
+    def _command(self, job: Job, job_dir: str, deadline_s: float, serve: bool = False) -> str:
+        """The shell command that runs the job's runner under the watchdog (resident with `serve`)."""
+        runner, watchdog = self.tools()
         env = f"env OMP_NUM_THREADS={int(job.threads)} " if job.threads else ""
-        command = (f"exec {env}{q(self.python)} -u {q(watchdog)} {GRACE_S:g} {timeout + 10:g} "
-                   f"{q(job_dir + '/pid')} {q(self.python)} -u {q(runner)} {q(job_dir + '/job.json')}")
+        mode = "--forward " if serve else ""
+        return (f"exec {env}{q(self.python)} -u {q(watchdog)} {mode}{GRACE_S:g} {deadline_s:g} "
+                f"{q(job_dir + '/pid')} {q(self.python)} -u {q(runner)} {q(job_dir + '/job.json')}"
+                + (" --serve" if serve else ""))
+
+    def _run(self, job: Job) -> RawResult:
+        self.tools()
+        job_dir = self._put_job(job)
+        timeout = float(self.run_timeout_s or job.timeout_s)
+        command = self._command(job, job_dir, timeout + 10)
         code, log, failure = self._watch(command, timeout, job_dir)
         if failure:
             return RawResult.failed(failure, exit_code=code, log=log)
@@ -317,14 +334,7 @@ class SSHTarget(Target):
     def _collect(self, job_dir: str, code: int | None, log: str) -> RawResult:
         local = Path(tempfile.mkdtemp(dir=self.local_tmp()))
         try:
-            sftp = self.conn.sftp()
-            try:
-                present = set(sftp.listdir(f"{job_dir}/out"))
-            except FileNotFoundError:
-                present = set()
-            for name in ("result.json", "outputs.npz"):
-                if name in present:
-                    sftp.get(f"{job_dir}/out/{name}", str(local / name))
+            self.store.fetch(f"{job_dir}/out", RESULT_FILES, local)
             result = read_result(local, code, log)
             if not self.keep_files:
                 self.store.remove_tree(job_dir)
@@ -334,3 +344,47 @@ class SSHTarget(Target):
             return RawResult.failed(f"could not fetch the results from {self.endpoint.host}: {e}", log=log)
         finally:
             shutil.rmtree(local, ignore_errors=True)
+
+    # ------------------------------------------------------------- resident runners
+
+    resident = True  # keeps models loaded between timed blocks (targets/ssh/resident.py)
+
+    def open_resident(self, job: Job, lifetime_s: float | None = None) -> SSHResidentRunner:
+        """Start a resident runner for `job` under the watchdog (load, first inference, evaluation); time it
+        with `.block()`. The watchdog kills it after `lifetime_s` (the whole race; default the job's timeout)."""
+        if getattr(self, "_closed", False):
+            raise TargetError(f"target {self.name} was closed (interrupted run); runner not started")
+        with self._device_lock:
+            with self._lock:
+                try:
+                    self.acquire()
+                    job_dir = self._put_job(job)
+                    command = self._command(job, job_dir, float(lifetime_s or job.timeout_s) + 10, serve=True)
+                    chan = self.connection().get_transport().open_session(  # type: ignore[union-attr]
+                        timeout=self.endpoint.timeout_s)
+                    chan.exec_command(command)
+                except (paramiko.SSHException, EOFError, OSError) as e:
+                    self.conn.drop()
+                    raise TargetError(f"target {self.name}: lost the link to {self.endpoint.host}: "
+                                      f"{e or type(e).__name__}") from None
+                out = Path(tempfile.mkdtemp(dir=self.local_tmp()))
+            runner = SSHResidentRunner(self.store, self.end_job, chan, job_dir, out,
+                                       float(self.run_timeout_s or job.timeout_s),
+                                       self._device_lock, HEARTBEAT_S, on_close=self._residents.discard)
+            if runner.initial.ok:  # a runner that failed to start has closed itself
+                self._residents.add(runner)
+            return runner
+
+    def end_job(self, job_dir: str, running: bool) -> None:
+        """After a resident runner: kill it by PID if it may still run, and remove its folder (best effort)."""
+        with self._lock:
+            if not self.conn.is_open():  # a lost link (or a closed target): the watchdog stops the runner
+                self._stale.append(job_dir)  # and its folder goes on the next connection, if there is one
+                return
+            try:
+                if running:
+                    self._kill_job(job_dir)
+                elif not self.keep_files:
+                    self.store.remove_tree(job_dir)
+            except (TargetError, paramiko.SSHException, EOFError, OSError):
+                self._stale.append(job_dir)  # cleaned on the next connection
