@@ -4,27 +4,16 @@ summary across targets, and a help line for every option."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny import cli as _cli
+from tiny import one_line_error as _one_line
 
 from harness.cli import build_parser, main
 from harness.errors import ConfigError
 from harness.measure.inputs import InputSpec, with_shapes
-
-
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=300)
-
-
-def _one_line(out: subprocess.CompletedProcess) -> str:
-    # Another run holding this machine makes ours wait first, and say so: not part of the error.
-    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("edge-harness: waiting for ")]
-    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("edge-harness: error: "), out.stderr
-    return lines[0]
 
 
 def _cell(out: Path, target: str = "local-cpu") -> dict:

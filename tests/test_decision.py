@@ -174,6 +174,23 @@ def test_a_tie_margin_ties_a_cell_told_apart_by_less_than_it():
     assert recommend(r, {"tie_margin": 0.0}).pick.key == "fast/onnx"  # an override wins over the run's
 
 
+def test_a_cell_tied_only_through_a_noisy_fastest_but_told_apart_from_another_is_not_picked():
+    drift = _drift(7)
+    noisy = cell("noisy", "onnx", 0.95, 5000, seed=8, drift=drift, noise=0.4)  # the lowest p50, a wide interval
+    assert min(noisy.block_p50_ms) > 0
+    steady = cell("steady", "onnx", 1.0, 3000, seed=3, drift=drift)
+    small = cell("small", "onnx", 1.2, 1000, seed=4, drift=drift)  # 20% slower than steady, and the smallest
+    r = report_of(cell("fp32", "onnx", 3.0, 9000), noisy, steady, small)
+    r.task["constraints"]["tie_margin"] = 0.03
+    rec = recommend(r)
+    checks = {c.key: c for c in rec.checks}
+    assert min(rec.checks[1:], key=lambda c: c.p50_ms).key == "noisy/onnx"
+    # small is tied with the noisy fastest cell (wide interval) but 1.2x steady's latency: steady wins.
+    assert rec.pick.key == "steady/onnx", rec.reason
+    assert checks["small/onnx"].ratio_to_pick_ci[0] > 1.03 and not checks["small/onnx"].tied
+    assert "small/onnx would win the tie-break but is told apart as slower than steady/onnx" in rec.reason
+
+
 def test_runner_up_told_apart_is_said():
     rec = recommend(report_of(cell("fp32", "onnx", 2.0, 4000, seed=1), cell("int8", "onnx", 1.0, 1000, seed=2)))
     assert rec.pick.key == "int8/onnx" and rec.tied == []

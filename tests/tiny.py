@@ -1,13 +1,16 @@
 """The one tiny run config the tests share: a small CNN on 32 px texture patches, few samples, few runs.
 
 `tiny_config(section=overrides)` merges per section, so a test states only what it changes;
-`to_toml` writes it as a config file for the CLI.
+`to_toml` writes it as a config file for the CLI; `cli` runs the CLI and `one_line_error` checks
+that a mistake gave one error line.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from typing import Any
 
 TINY: dict[str, Any] = {
@@ -54,3 +57,16 @@ def to_toml(cfg: dict[str, Any]) -> str:
                 lines.append(f"[variants.{kk}]")
                 lines += [f"{a} = {json.dumps(b)}" for a, b in vv.items()]
     return "\n".join(lines) + "\n"
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`edge-harness ARGS` in a subprocess (this checkout's CLI), output captured."""
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(out: subprocess.CompletedProcess) -> str:
+    """The one `edge-harness: error:` line a user mistake must give (exit 2); returns it."""
+    # Another run holding this machine makes ours wait first, and say so: not part of the error.
+    lines = [ln for ln in out.stderr.splitlines() if ln.strip() and not ln.startswith("edge-harness: waiting for ")]
+    assert out.returncode == 2 and len(lines) == 1 and lines[0].startswith("edge-harness: error: "), out.stderr
+    return lines[0]

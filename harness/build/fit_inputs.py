@@ -10,8 +10,6 @@ state with the best validation score is kept. Class labels train with cross-entr
 from __future__ import annotations
 
 import copy
-import os
-import pickle
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from exporters.base import sha256_file
 from harness.build import samples as S
 from harness.build import training as T
 from harness.build.data import Dataset
@@ -157,19 +154,5 @@ def train_inputs(model: nn.Module, data: Dataset, epochs: int, unfreeze_epochs: 
 def finetune_inputs_cached(build: Callable[[], nn.Module], data: Dataset, cache_dir: Path,
                            key_parts: dict[str, Any], **train_kwargs: Any) -> tuple[nn.Module, str]:
     """Build and train a named-input model, or load it from `cache_dir/<key>.pt`; (model, checkpoint sha256)."""
-    path = Path(cache_dir) / f"{T.cache_key({**key_parts, 'trainer': 'inputs'}, data, train_kwargs)}.pt"
-    torch.manual_seed(train_kwargs.get("seed", 0))
-    model = build()
-    if path.is_file():
-        try:
-            model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return model.eval(), sha256_file(path)
-        except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
-            torch.manual_seed(train_kwargs.get("seed", 0))
-            model = build()  # a truncated or stale checkpoint: retrain and overwrite it
-    train_inputs(model, data, **train_kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(model.state_dict(), tmp)
-    os.replace(tmp, path)
-    return model.eval(), sha256_file(path)
+    return T.finetune_cached(build, data, cache_dir, {**key_parts, "trainer": "inputs"}, trainer=train_inputs,
+                             **train_kwargs)

@@ -289,8 +289,10 @@ def cache_key(key_parts: dict[str, Any], data: Dataset, train_kwargs: dict[str, 
 
 
 def finetune_cached(build: Callable[[], nn.Module], data: Dataset, cache_dir: Path,
-                    key_parts: dict[str, Any], **train_kwargs: Any) -> tuple[nn.Module, str]:
-    """Build and train a model, or load it from `cache_dir/<key>.pt`; returns (model, ckpt sha256)."""
+                    key_parts: dict[str, Any], trainer: Callable[..., Any] | None = None,
+                    **train_kwargs: Any) -> tuple[nn.Module, str]:
+    """Build and train a model (with `trainer`, default `train`), or load it from `cache_dir/<key>.pt`;
+    returns (model, ckpt sha256). A different trainer must put its name in `key_parts`."""
     cache_dir = Path(cache_dir)
     path = cache_dir / f"{cache_key(key_parts, data, train_kwargs)}.pt"
     # Seed before building too, so a fresh head's initialisation is part of what the key fixes.
@@ -303,7 +305,7 @@ def finetune_cached(build: Callable[[], nn.Module], data: Dataset, cache_dir: Pa
         except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError):
             torch.manual_seed(train_kwargs.get("seed", 0))
             model = build()  # a truncated or stale checkpoint: retrain and overwrite it
-    train(model, data, **train_kwargs)
+    (trainer or train)(model, data, **train_kwargs)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     torch.save(model.state_dict(), tmp)

@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.build import samples as S
-from harness.errors import ConfigError, ModelError
+from harness.config.user_code import import_callable
+from harness.errors import ModelError
 
 
 def import_factory(spec: str) -> Any:
-    """Resolve 'package.module:function'; import errors become one-line config errors."""
-    mod_name, _, fn_name = spec.partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # a user's module may raise anything on import
-        hint = " (is its folder on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name == mod_name else ""
-        raise ConfigError(f"model.factory: importing {mod_name!r} failed: {type(e).__name__}: {e}{hint}") from None
-    fn = getattr(mod, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"model.factory: {mod_name!r} has no function {fn_name!r}")
-    return fn
+    """Resolve model.factory's 'package.module:function'; import errors become one-line config errors."""
+    return import_callable(spec, "model.factory")
 
 
 def load_checkpoint(model: Any, path: Path) -> Any:

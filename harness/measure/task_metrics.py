@@ -11,13 +11,13 @@ when that interval lies wholly above it, as for top-1.
 from __future__ import annotations
 
 import functools
-import importlib
 import math
 from typing import Any, Callable
 
 import numpy as np
 
 from harness.config.metrics import METRICS, is_user_metric
+from harness.config.user_code import import_callable
 from harness.errors import ConfigError
 from harness.measure.metrics import drop_words, judge_drop
 
@@ -95,16 +95,7 @@ def metric_function(name: str) -> MetricFn:
     """The function behind `report.metric`: a registered metric, or a user's, imported once."""
     if not is_user_metric(name):
         return IMPLEMENTATIONS[name]
-    mod_name, _, fn_name = name.partition(":")
-    try:
-        mod = importlib.import_module(mod_name)
-    except Exception as e:  # a user's module may raise anything on import
-        hint = " (is its folder on PYTHONPATH?)" if isinstance(e, ModuleNotFoundError) and e.name == mod_name else ""
-        raise ConfigError(f"report.metric: importing {mod_name!r} failed: {type(e).__name__}: {e}{hint}") from None
-    fn = getattr(mod, fn_name, None)
-    if not callable(fn):
-        raise ConfigError(f"report.metric: {mod_name!r} has no function {fn_name!r}")
-    return fn  # type: ignore[no-any-return]
+    return import_callable(name, "report.metric")  # type: ignore[no-any-return]
 
 
 def compute(mc: dict[str, Any], outputs: np.ndarray, labels: np.ndarray) -> tuple[float, dict[str, Any]]:

@@ -251,8 +251,13 @@ def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | 
         closest = min(ok, key=lambda k: (len(k.misses), k.excess, k.p50_ms))
         return Recommendation(None, nothing_meets(ok, c, closest), c, checks, closest=by_key[closest.key])
     fastest = min(meeting, key=lambda k: k.p50_ms)  # type: ignore[arg-type, return-value]
-    candidates = sorted((k for k in meeting if k is fastest or _tied(by_key[k.key], by_key[fastest.key], margin)),
-                        key=lambda k: _tie_key(k, by_key[k.key]))
+    tied_fastest = sorted((k for k in meeting if k is fastest or _tied(by_key[k.key], by_key[fastest.key], margin)),
+                          key=lambda k: _tie_key(k, by_key[k.key]))
+    # Ties are not transitive: a cell tied with the fastest only through a wide interval may still be told
+    # apart as slower than another cell within the limits; such a cell is never the pick.
+    beaten = {k.key: j for k in tied_fastest for j in meeting
+              if j is not k and _slower(by_key[k.key], by_key[j.key], margin)}
+    candidates = [k for k in tied_fastest if k.key not in beaten] or [fastest]
     best = candidates[0]
     m = by_key[best.key]
     for k in ok:
@@ -282,6 +287,10 @@ def recommend(report: TargetReport, constraints: Constraints | dict[str, Any] | 
         listed = ", ".join(f"{k.key} ({_ratio_words(k)})" for k in others)
         why += (f"; tied with it on latency{within}: {listed}; the tie goes to {best.key} by {rec.tie_broken_by} "
                 f"({detail})")
+    passed = [k for k in tied_fastest if k.key in beaten and tied_fastest.index(k) < tied_fastest.index(best)]
+    if passed:
+        why += "; " + "; ".join(f"{k.key} would win the tie-break but is told apart as slower than "
+                                f"{beaten[k.key].key}" for k in passed)
     runner = min((k for k in meeting if k is not best), key=lambda k: k.p50_ms, default=None)  # type: ignore[arg-type, return-value]
     if runner is not None and runner.ratio_to_pick is not None:
         rec.runner_up = {"cell": runner.key, "ratio": runner.ratio_to_pick, "ci": runner.ratio_to_pick_ci,
@@ -323,6 +332,12 @@ def tie_margin_of(report: TargetReport, overrides: dict[str, Any] | None = None)
 def _tied(a: Measurement, b: Measurement, margin: float) -> bool:
     r = latency_ratio(a, b)
     return r is not None and tied_within(r["ci"], r["ratio"], margin)
+
+
+def _slower(a: Measurement, b: Measurement, margin: float) -> bool:
+    """Whether `a` is told apart as slower than `b` by more than the margin (its ratio CI wholly beyond)."""
+    r = latency_ratio(a, b)
+    return r is not None and r["ci"] is not None and r["ci"][0] > 1.0 + margin
 
 
 def _tie_key(k: CellCheck, m: Measurement) -> tuple[Any, ...]:
