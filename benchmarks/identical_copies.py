@@ -1,6 +1,6 @@
 """Two identical variants under two names must come out tied: run it N times, with a CPU hog beside it.
 
-    python benchmarks/identical_copies.py [--runs 5] [--no-load]
+    python benchmarks/identical_copies.py [--runs 5] [--no-load] [--copies-only]
 
 The config: the demo's fine-tuned EfficientNet-Lite0 (cached after one demo) exported as fp32 ONNX
 twice under two names, plus static int8. Prints per run the two copies' p50s, the copy's latency
@@ -58,10 +58,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--no-load", action="store_true", help="no CPU hog beside the runs")
+    ap.add_argument("--copies-only", action="store_true",
+                    help="only the two copies, so one is the pick and the other must be in `tied`")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="eh-identical-"))
     cfg = tmp / "identical.toml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(CONFIG.split("[[variants]]\nname = \"int8-static\"")[0] if args.copies_only else CONFIG)
     hog = None if args.no_load else subprocess.Popen([sys.executable, "-c", "while True: pass"])
     results = []
     try:

@@ -135,7 +135,8 @@ def test_unreadable_input_is_a_one_line_error(tmp_path, capsys):
     assert "no such folder" in capsys.readouterr().err
 
 
-def _rounds_run(out: Path, seed: int, machine: float, cell_factor: float = 1.0, rounds: int = 12) -> Path:
+def _rounds_run(out: Path, seed: int, machine: float, cell_factor: float = 1.0, rounds: int = 12,
+                control_threads: int = 2) -> Path:
     """An interleaved run: per-round block medians; the whole machine runs `machine` times slower,
     each round drifting by up to ±40%, and int8-dynamic/onnx `cell_factor` times slower on top."""
     rng = np.random.default_rng(seed)
@@ -145,7 +146,8 @@ def _rounds_run(out: Path, seed: int, machine: float, cell_factor: float = 1.0, 
     for (variant, fmt), p50 in CELLS.items():
         factor = cell_factor if (variant, fmt) == ("int8-dynamic", "onnx") else 1.0
         blocks = [float(p50 * factor * d * rng.lognormal(0.0, 0.02)) for d in drift]
-        m = cell(variant, fmt, timings(float(np.median(blocks)), seed))
+        m = cell(variant, fmt, timings(float(np.median(blocks)), seed),
+                 threads=control_threads if variant == "fp32" else 2)
         m.block_p50_ms = blocks
         report.measurements.append(m)
     write_target_report(report, out)
@@ -164,6 +166,15 @@ def test_rounds_relative_to_the_control_ignore_machine_speed_and_catch_a_real_sl
     assert "relative to fp32/onnx" in comp.regressions[0].reasons[0]
     assert main(["compare", str(old), str(same), "--out", str(tmp_path / "c.md")]) == 0
     assert main(["compare", str(old), str(slow), "--out", str(tmp_path / "c2.md")]) == 1
+
+
+def test_a_control_whose_setup_changed_is_not_used_as_one(tmp_path):
+    old = _rounds_run(tmp_path / "old", 1, machine=1.0)
+    new = _rounds_run(tmp_path / "new", 2, machine=1.0, control_threads=1)  # fp32 ran at 1 thread this time
+    comp = compare_runs(old, new)
+    others = [c for c in comp.changes if c.cell != "fp32/onnx"]
+    assert others and all("absolute" in c.reasons[0] and "relative to fp32" not in c.reasons[0] for c in others)
+    assert all("the run's control changed its setup" in c.reasons[0] for c in others)
 
 
 def test_holm_keeps_only_what_survives_the_family_wise_test():

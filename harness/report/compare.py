@@ -163,7 +163,9 @@ def round_stats(old: Measurement, new: Measurement, controls: tuple[Any, Any]) -
     """Replicates at the level that varies (interleaving rounds, not iterations), relative to the run's
     control where there is one, and their rank test; None when either run has too few rounds."""
     co, cn = controls
-    relative = co is not None and cn is not None and old.key != co.key
+    # A control is one only if it ran the same way in both runs: a control that changed (threads, runtime,
+    # artifact) would pass its own change on to every cell measured against it.
+    relative = co is not None and cn is not None and old.key != co.key and _same_setup(co, cn)
     a = _replicates(old, co if relative else None)
     b = _replicates(new, cn if relative else None)
     if len(a) < MIN_ROUNDS or len(b) < MIN_ROUNDS:
@@ -173,7 +175,14 @@ def round_stats(old: Measurement, new: Measurement, controls: tuple[Any, Any]) -
     se = math.sqrt(float(np.var(a, ddof=1)) / len(a) + float(np.var(b, ddof=1)) / len(b))
     return {"a": a, "b": b, "change": change, "mw": mw, "p": mw.p_slower if change >= 0 else mw.p_faster,
             "relative": relative, "control": co.key if relative else None,
+            "is_control": co is not None and old.key == co.key,
             "detectable": math.exp(DETECTABLE_Z * se) - 1}
+
+
+def _same_setup(old: Measurement, new: Measurement) -> bool:
+    """The same artifact under the same threads, affinity and runtime version in both runs."""
+    return all(old.settings.get(k) == new.settings.get(k) for k in ("threads", "runtime_version", "affinity")) \
+        and dig(old.artifact, "sha256") == dig(new.artifact, "sha256")
 
 
 def holm(p_values: dict[Any, float], alpha: float) -> set[Any]:
@@ -199,13 +208,14 @@ def _rounds(old: Measurement, new: Measurement, ch: CellChange, comp: Comparison
     text = (f"median {ch.old_p50_ms:.3f} → {ch.new_p50_ms:.3f} ms, {what} {100 * ch.latency_change:+.1f}% over "
             f"{len(st['a'])}/{len(st['b'])} rounds (p={ch.p_value:.1e}; detectable ≥ {100 * ch.detectable:.0f}%)")
     limit = comp.min_change if st["relative"] else max(comp.min_change, comp.min_change_absolute)
-    same_setup = all(old.settings.get(k) == new.settings.get(k) for k in ("threads", "runtime_version", "affinity")) \
-        and dig(old.artifact, "sha256") == dig(new.artifact, "sha256")
+    same_setup = _same_setup(old, new)
     if not st["relative"] and same_setup:
         # The same artifact under the same settings: an absolute change between two runs is the machine's
         # speed in each run as much as the cell's, and nothing measured beside it can tell them apart.
+        why = ("the other cells are compared relative to it" if st.get("is_control")
+               else "the run's control changed its setup, so nothing unchanged was measured beside it")
         ch.reasons.append(f"no detectable change: {text}; same artifact and settings, so the change is the "
-                          f"machine's speed between runs (the other cells are compared relative to it)")
+                          f"machine's speed between runs ({why})")
         return
     if significant and ch.latency_change > limit:
         worse.append(f"slower: {text}")
