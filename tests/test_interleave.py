@@ -31,11 +31,15 @@ def test_racing_stops_a_clearly_slower_cell_early(raced):
     fast = max(cells["fp32/onnx"], cells["copy/onnx"], key=lambda m: m.settings["rounds_timed"])
     # Racing may stop a cell only from round 8 on (min_rounds 4 is raised to it), and this one stops then.
     assert slow.settings["stopped"].startswith("stopped after 8 rounds: slower than")
-    assert slow.settings["rounds_timed"] == 8 < fast.settings["rounds_timed"] == raced.measurement["rounds"]
+    assert slow.settings["rounds_timed"] == 8 <= fast.settings["rounds_timed"] == raced.measurement["rounds"]
     assert slow.block_p50_ms[8:] == [None] * (len(slow.block_p50_ms) - 8)
     assert slow.latency_ms["p50"] > 2 * fast.latency_ms["p50"]
+    # The two copies race on until they are told apart, shown within the tie margin of each other
+    # ("equivalent": more rounds cannot change the pick), or the rounds or the budget run out.
     assert raced.measurement["strategy"] == "interleaved" and raced.measurement["stopped_by"] in (
-        "separated", "max_rounds", "budget")
+        "separated", "equivalent", "max_rounds", "budget")
+    if raced.measurement["rounds"] == 8:
+        assert raced.measurement["stopped_by"] in ("separated", "equivalent")
 
 
 def test_identical_copies_pair_up_near_one(raced):

@@ -218,8 +218,12 @@ class LabClient:
             shown.communicate()
             raise
         text = self.finish(shown, "show")
+        service = parse_network_service(text)
+        if service is None:  # `show` may have run before the coordinator had the place allocated: ask again
+            text = self.call("-p", m.group(1), "show")
+            service = parse_network_service(text)
         found = [p for p in parse_places(text) if p.name == m.group(1)]
-        return (found[0] if found else Place(m.group(1))), parse_network_service(text)
+        return (found[0] if found else Place(m.group(1))), service
 
     def release_and_cancel(self, place: str | None, token: str | None) -> list[str]:
         """Release `place` and cancel reservation `token` (both at once); the errors, one line each."""
