@@ -249,6 +249,8 @@ class DeviceStore:
                 try:
                     sftp.mkdir(sub)
                 except OSError as e:
+                    if _is_dir(sftp, sub):
+                        continue  # another process (a concurrent run) made it meanwhile
                     # SFTP says only "Failure"; the device's own mkdir says why (read-only, full, denied).
                     why = str(e) or type(e).__name__
                     try:
@@ -382,3 +384,10 @@ def _heartbeat(chan: paramiko.Channel, stop: threading.Event) -> None:
             chan.send(b".")
         except Exception:
             return  # the link is gone: the holder on the device lets go by itself
+
+
+def _is_dir(sftp: paramiko.SFTPClient, path: str) -> bool:
+    try:
+        return stat.S_ISDIR(sftp.stat(path).st_mode or 0)
+    except OSError:
+        return False
