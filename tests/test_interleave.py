@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
+from resident_check import idle_while_other_works
 from tiny import tiny_config
 
 from harness.api import run_config
 from harness.config.run import RunConfig
-from harness.measure.interleave import settle
 from harness.measure.stats import paired_ratio
 from targets import Job, LocalTarget
 
@@ -63,16 +61,7 @@ def test_an_idle_resident_runner_uses_no_cpu_while_another_is_timed(cnn_onnx, tm
     try:
         active, idle = target.open_resident(Job(**job)), target.open_resident(Job(**job))
         assert active.initial.ok and idle.initial.ok
-        idle.block(500)  # it has run, so its runtime's threads exist and may spin
-        settle(idle)
-        c0, t0 = idle.cpu_seconds(), time.monotonic()
-        busy = 0.0
-        while time.monotonic() - t0 < 2.0:
-            b0 = active.cpu_seconds()
-            assert len(active.block(300, discard=5)) == 300
-            busy += active.cpu_seconds() - b0
-        wall = time.monotonic() - t0
-        used = idle.cpu_seconds() - c0
+        busy, used, wall = idle_while_other_works(active, idle, 300)
         assert busy > 0.25 * wall  # the active one really worked (a quarter core at least on a loaded machine)
         assert used / wall < 0.02, f"idle runner used {100 * used / wall:.1f}% of a core"
     finally:

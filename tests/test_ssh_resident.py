@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from resident_check import idle_while_other_works
 from sshd import Netns, Sshd, pids_matching, skip_reason
 
 REASON = skip_reason()
@@ -27,7 +28,7 @@ from harness.api import run_config  # noqa: E402
 from harness.config.run import RunConfig  # noqa: E402
 from harness.config.targets_file import load_targets_file, make_target  # noqa: E402
 from harness.errors import TargetError  # noqa: E402
-from harness.measure.interleave import lifetime_s, settle  # noqa: E402
+from harness.measure.interleave import lifetime_s  # noqa: E402
 from harness.measure.stats import paired_ratio  # noqa: E402
 from targets.base import Job  # noqa: E402
 from targets.ssh import GRACE_S, SSHTarget  # noqa: E402
@@ -156,16 +157,7 @@ def test_an_idle_resident_runner_on_the_device_uses_no_cpu(target, cnn_onnx, inp
     active, idle = target.open_resident(job), target.open_resident(_job(target, cnn_onnx, inputs))
     assert isinstance(idle, SSHResidentRunner) and active.initial.ok and idle.initial.ok
     assert idle.pid and idle.cpu_seconds() is not None and idle.mem_available_mb() > 0
-    idle.block(500)  # it has run, so its runtime's threads exist and may spin
-    settle(idle)
-    c0, t0 = idle.cpu_seconds(), time.monotonic()
-    busy = 0.0
-    while time.monotonic() - t0 < 2.0:
-        b0 = active.cpu_seconds()
-        assert len(active.block(3000, discard=5)) == 3000
-        busy += active.cpu_seconds() - b0
-    wall = time.monotonic() - t0
-    used = idle.cpu_seconds() - c0
+    busy, used, wall = idle_while_other_works(active, idle, 3000)
     assert busy > 0.25 * wall  # the active one really worked (a quarter core at least on a loaded machine)
     assert used / wall < 0.02, f"idle runner used {100 * used / wall:.1f}% of a core"
     print(f"idle resident on the device: {100 * used / wall:.2f}% of a core while the other worked "
