@@ -120,4 +120,5 @@ def profile_line(report: Any) -> str | None:
     ratio, median = p.get("vs_mean_latency"), p.get("median_vs_p50_latency")
     return (f"  op profile: {p['op_ms_per_run']:.3f} ms of operators per run"
             + (f" ({ratio:.2f}x the mean latency" if ratio else " (")
-            + (f"; median run {median:.2f}x the p50)" if median else ")") + f"; {top}; {split}")
+            + (f"; median run {median:.2f}x the p50)" if median else ")") + f"; {top}; {split}"
+            + (f"\n  op profile caveat: {p['caveat']}" if p.get("caveat") else ""))

@@ -839,18 +839,28 @@ def _timed_runs(run, feeds, runs):
     return wall
 
 
-PAIR_BLOCK = 10
+QUIET_S = 0.2  # pause before each block of the profile pass: the last session's worker threads stop spinning
+PROFILE_MIN_S = 0.5  # each block lasts at least this long (50 runs of a 0.3 ms model are one preemption's worth)
+PROFILE_MAX_RUNS = 600  # and has at most this many runs (onnxruntime's trace: three events per node and run)
+PROFILE_DISCARD = 5  # untimed runs after each pause (thread pools and caches wake up)
 
 
-def _paired_runs(profiled, plain, feeds, runs):
-    """Profiled runs in blocks, each after a block of the timed session's own runs: a device whose speed
-    changes between the timed loop and this pass changes both alike, so the two means pair up."""
-    wall, bare = [], []
-    while len(wall) < runs:
-        n = min(PAIR_BLOCK, runs - len(wall))
-        bare += _timed_runs(plain, feeds, n)
-        wall += _timed_runs(profiled, feeds, n)
-    return wall, bare
+def _profile_pass(profiled, plain, feeds, runs, start=None):
+    """The timed session's own runs, then as many profiled runs, each block alone after a pause; `start()`
+    (the profiler's) is called just before the profiled runs that count. Returns (profiled, plain) ns.
+
+    Not run for run in turn: runtimes' worker threads spin for a while after each run, and two sessions'
+    pools alternating at short intervals slowed each other about 2x here (onnxruntime, 2 threads)."""
+    time.sleep(QUIET_S)
+    _timed_runs(plain, feeds, PROFILE_DISCARD)
+    bare = _timed_runs(plain, feeds, runs)
+    while sum(bare) < PROFILE_MIN_S * 1e9 and len(bare) < PROFILE_MAX_RUNS:
+        bare += _timed_runs(plain, feeds, min(runs, PROFILE_MAX_RUNS - len(bare)))
+    time.sleep(QUIET_S)
+    _timed_runs(profiled, feeds, PROFILE_DISCARD)
+    if start is not None:
+        start()
+    return _timed_runs(profiled, feeds, len(bare)), bare
 
 
 def profile_onnx(job, feeds, runs, warmup, session):
@@ -861,7 +871,7 @@ def profile_onnx(job, feeds, runs, warmup, session):
                        profile_prefix=prefix)
     for _ in range(warmup):
         sess.run(feeds)
-    wall, bare = _paired_runs(sess.run, session.run, feeds, runs)
+    wall, bare = _profile_pass(sess.run, session.run, feeds, runs)
     path = sess.sess.end_profiling()
     try:
         with open(path) as f:
@@ -871,7 +881,7 @@ def profile_onnx(job, feeds, runs, warmup, session):
             os.remove(p)
     if isinstance(trace, dict):
         trace = trace.get("traceEvents", [])
-    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("name") == "model_run")[-runs:]
+    windows = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace if e.get("name") == "model_run")[-len(wall):]
     start = windows[0][0] if windows else 0
     starts = [a for a, _ in windows]
     events = []
@@ -884,10 +894,36 @@ def profile_onnx(job, feeds, runs, warmup, session):
         types = [list(t)[0] for t in args.get("input_type_shape") or [] if isinstance(t, dict) and t]
         events.append((name[:-len("_kernel_time")], op_type, onnx_op_kind(op_type, types), float(e.get("dur", 0)),
                        args.get("provider"), bisect.bisect_right(starts, e["ts"]) - 1))
+    floor_us = onnx_profiler_floor_us(events, wall, bare)
+    raw_ms = sum(e[3] for e in events) / max(1, len(windows)) / 1000.0
+    if floor_us > 0:
+        events = [(n, t, k, max(0.0, us - floor_us), p, r) for n, t, k, us, p, r in events]
     out = fold_ops(events, len(windows), "onnxruntime session profiling (SessionOptions.enable_profiling)", wall,
                    bare)
     out["model_run_ms_per_run"] = round(sum(b - a for a, b in windows) / max(1, len(windows)) / 1000.0, 6)
+    out["op_ms_raw_per_run"] = round(raw_ms, 6)
+    out["profiler_floor_us"] = round(floor_us, 3)
+    out["compensation"] = ("each operator's time less the profiler's own cost inside its window, %.1f us: the "
+                           "cheapest operator's median time, at most the profiled runs' extra wall time per "
+                           "operator" % floor_us)
     return out
+
+
+def onnx_profiler_floor_us(events, wall_ns, bare_ns):
+    """onnxruntime's profiler builds each node's record (its shapes, sizes and names, as strings) inside the
+    node's timed window: about 4-8 us per node here, most of a 10 us kernel of a small model. That cost is
+    estimated like a profiler calibration (Python's profile.Profile.bias): the median time of the cheapest
+    node (a Reshape or Flatten does next to no work), capped by what profiling added per node to the whole
+    run (profiled minus unprofiled wall time), so a graph of only heavy nodes is not robbed of real work."""
+    per_node = {}
+    for node, _, _, us, _, _ in events:
+        per_node.setdefault(node, []).append(us)
+    if not per_node or not wall_ns or not bare_ns:
+        return 0.0
+    cheapest = min(sorted(v)[(len(v) - 1) // 2] for v in per_node.values())
+    per_run_nodes = float(len(events)) / len(wall_ns)
+    extra_us = (float(sum(wall_ns)) / len(wall_ns) - float(sum(bare_ns)) / len(bare_ns)) / 1000.0
+    return max(0.0, min(float(cheapest), extra_us / per_run_nodes if per_run_nodes else 0.0))
 
 
 # LiteRT's C API (libLiteRt.so, shipped in ai-edge-litert): the Python Interpreter has no op profiler, the
@@ -898,7 +934,7 @@ _LRT_OP_EVENT, _LRT_DELEGATE_OP_EVENT, _LRT_DELEGATE_PROFILED_OP_EVENT = 2, 4, 8
 class LiteRtProfiler:
     """The model compiled by LiteRT's C API (CPU accelerator, XNNPACK) with its profiler on, through ctypes."""
 
-    def __init__(self, path):
+    def __init__(self, path, threads=None):
         import ctypes
 
         import ai_edge_litert
@@ -921,6 +957,14 @@ class LiteRtProfiler:
         self._ok(lib.LiteRtCreateOpaqueOptions(b"runtime_options_string", C.cast(self._payload, vp), self._keep,
                                                C.byref(opaque)), "create runtime options")
         self._ok(lib.LiteRtAddOpaqueOptions(self.opts, opaque), "add runtime options")
+        if threads:
+            # The CPU accelerator's own options (identifier "xnnpack", litert_cpu_options.cc): its default is one
+            # thread, so without this the profiled runs would be single-threaded beside a 2-thread timed session.
+            self._cpu = C.create_string_buffer(b"num_threads = %d" % int(threads))
+            cpu = vp()
+            self._ok(lib.LiteRtCreateOpaqueOptions(b"xnnpack", C.cast(self._cpu, vp), self._keep, C.byref(cpu)),
+                     "create CPU options")
+            self._ok(lib.LiteRtAddOpaqueOptions(self.opts, cpu), "add CPU options")
         self._ok(lib.LiteRtCreateCompiledModel(self.env, self.model, self.opts, C.byref(self.cm)), "compile")
         self.prof = vp()
         self._ok(lib.LiteRtCompiledModelGetProfiler(self.cm, C.byref(self.prof)), "get the profiler")
@@ -1024,15 +1068,18 @@ def profile_litert(job, feeds, runs, warmup, session):
         if d["dtype"] in (np.int8, np.uint8) and x.dtype != d["dtype"] and scale:
             x = np.clip(np.round(x / scale + zero), np.iinfo(d["dtype"]).min, np.iinfo(d["dtype"]).max)
         arrays.append(np.ascontiguousarray(x, dtype=d["dtype"]))
-    prof = LiteRtProfiler(job["artifact"])
+    prof = LiteRtProfiler(job["artifact"], job.get("threads"))
     try:
         prof.set_inputs(arrays)
         for _ in range(warmup):
             prof.run()
         lib = prof.lib
-        prof._ok(lib.LiteRtResetProfiler(prof.prof), "reset the profiler")
-        prof._ok(lib.LiteRtStartProfiler(prof.prof), "start the profiler")
-        wall, bare = _paired_runs(prof.run, session.run, feeds, runs)
+
+        def start():
+            prof._ok(lib.LiteRtResetProfiler(prof.prof), "reset the profiler")
+            prof._ok(lib.LiteRtStartProfiler(prof.prof), "start the profiler")
+
+        wall, bare = _profile_pass(prof.run, session.run, feeds, runs, start)
         prof._ok(lib.LiteRtStopProfiler(prof.prof), "stop the profiler")
         raw = prof.events()
     finally:
@@ -1058,7 +1105,8 @@ def profile_litert(job, feeds, runs, warmup, session):
             dtype = dtypes.get(first[0], "") if first else ""
             label = "%s/%s" % (tag, dtype) if dtype else tag
             events.append(("%s:%d" % (tag, index), tag, litert_op_kind(label), float(us), "builtin", run))
-    return fold_ops(events, runs, "LiteRT profiler (CompiledModel C API, CPU accelerator: XNNPACK)", wall, bare)
+    return fold_ops(events, len(wall), "LiteRT profiler (CompiledModel C API, CPU accelerator: XNNPACK)", wall,
+                    bare)
 
 
 def op_profile(job, session, feeds):

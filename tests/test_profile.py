@@ -116,7 +116,9 @@ def test_runner_deletes_the_trace_file_it_reads(tmp_path, conv_models):
     (tmp_path / "job.json").write_text(json.dumps(job))
     subprocess.run([sys.executable, runner.__file__, str(tmp_path / "job.json")], check=True, timeout=120)
     result = json.loads((tmp_path / "out" / "result.json").read_text())
-    assert result["op_profile"]["runs"] == 10
+    p = result["op_profile"]
+    assert 10 <= p["runs"] <= runner.PROFILE_MAX_RUNS  # at least profile_runs, and enough to last PROFILE_MIN_S
+    assert p["op_ms_raw_per_run"] >= p["op_ms_per_run"] and p["profiler_floor_us"] >= 0
     assert sorted(os.listdir(tmp_path / "out")) == ["result.json"]  # the chrome trace is gone
 
 
@@ -129,6 +131,28 @@ def test_fold_ops_sums_per_run_and_splits_kinds():
     assert p["top_ops"][0] == {"name": "conv1", "op_type": "Conv", "kind": "int8", "ms": 0.2, "share": 0.8}
     assert p["precision"]["convert"] == {"nodes": 1, "ms": 0.01, "share": 0.04}
     assert p["wall_ms_per_run"] == pytest.approx(0.3) and p["unprofiled_ms_per_run"] == pytest.approx(0.25)
+
+
+def test_profiler_floor_is_the_cheapest_node_capped_by_the_extra_wall_time():
+    # Two runs of three nodes: the cheapest node's median (a Reshape at 5 us) is the profiler's own cost...
+    events = [(n, n, "float", us, "CPU", r) for r in (0, 1) for n, us in (("conv", 400.0), ("add", 40.0),
+                                                                          ("reshape", 5.0))]
+    assert runner.onnx_profiler_floor_us(events, [600_000, 600_000], [500_000]) == pytest.approx(5.0)
+    # ...unless profiling added less than that per node to the whole run (a graph of only heavy nodes).
+    assert runner.onnx_profiler_floor_us(events, [506_000, 506_000], [500_000]) == pytest.approx(2.0)
+    # A profiled pass faster than the unprofiled one (the device sped up) removes nothing.
+    assert runner.onnx_profiler_floor_us(events, [400_000], [500_000]) == 0.0
+
+
+def test_a_profile_that_does_not_add_up_says_so():
+    from harness.measure.fold import with_latency_ratio
+
+    ok = with_latency_ratio({"op_ms_per_run": 1.1, "unprofiled_ms_per_run": 1.0, "source": "onnxruntime"},
+                            {"mean": 1.0})
+    assert "caveat" not in ok
+    off = with_latency_ratio({"op_ms_per_run": 1.5, "unprofiled_ms_per_run": 1.0, "source": "onnxruntime session"},
+                             {"mean": 1.0})
+    assert "1.50x the unprofiled runs" in off["caveat"] and "--threads 1" in off["caveat"]
 
 
 @pytest.mark.parametrize("tag, kind", [("Convolution (NHWC, QC8) IGEMM", "int8"), ("Convolution (NHWC, F32) IGEMM",

@@ -120,7 +120,26 @@ def with_latency_ratio(profile: dict[str, Any] | None, latency: dict[str, Any] |
     out["vs_unprofiled"] = round(out["op_ms_per_run"] / bare, 4) if bare else None
     p50, median = (latency or {}).get("p50"), out.get("op_ms_median_run")
     out["median_vs_p50_latency"] = round(median / p50, 4) if p50 and median is not None else None
+    caveat = profile_caveat(out)
+    if caveat:
+        out["caveat"] = caveat
     return out
+
+
+PROFILE_AGREEMENT = 0.20  # operator time within this of the unprofiled runs of the same pass: a faithful profile
+
+
+def profile_caveat(p: dict[str, Any]) -> str | None:
+    """Why a profile's absolute times do not add up to its run (its shares may still rank the operators)."""
+    r = p.get("vs_unprofiled")
+    if r is None or abs(r - 1.0) <= PROFILE_AGREEMENT:
+        return None
+    if r > 1.0 and "onnxruntime" in str(p.get("source")):
+        return (f"the operators add up to {r:.2f}x the unprofiled runs: onnxruntime's profiler slows the kernels it "
+                f"times beyond its per-node cost (multi-threaded kernels most: its thread pool logs each parallel "
+                f"section, microsoft/onnxruntime#20238); compare shares, or profile at --threads 1 for absolute times")
+    return (f"the operators add up to {r:.2f}x the unprofiled runs of the same pass: the device's speed moved "
+            f"between the two blocks, or the profiler slows these kernels")
 
 
 def summary_stats(summary: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,10 @@ def ratio_text(p: dict[str, Any]) -> str:
     """How much of a run the operators explain: mean against mean, and the median run against the p50."""
     r, med = p.get("vs_mean_latency"), p.get("median_vs_p50_latency")
     parts = ([f"{r:.2f}× the mean latency"] if r else []) + ([f"median run {med:.2f}× the p50"] if med else [])
+    if p.get("profiler_floor_us"):
+        parts.append(f"less the profiler's own {p['profiler_floor_us']:.0f} µs per operator")
+    if p.get("caveat"):
+        parts.append(p["caveat"])
     return "; ".join(parts) or "–"
 
 
