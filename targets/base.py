@@ -44,6 +44,7 @@ class Job:
     profile_runs: int = 50
     device: str | None = None
     eval_batch: int = 1
+    defer_eval: bool = False  # resident runners: the evaluation pass waits for the host's command
     timeout_s: float = 600.0
 
     def with_runtime_options(self, options: dict[str, Any]) -> Job:

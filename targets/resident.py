@@ -51,6 +51,23 @@ def stat_cpu_seconds(text: str, clock_ticks: int) -> float | None:
         return None
 
 
+def schedstat_ns(pid: int) -> int | None:
+    """Nanoseconds on CPU of all of a process's threads (Linux /proc/PID/task/*/schedstat), or None."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total, seen = 0, 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[0])
+            seen += 1
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended between the listing and the read
+    return total if seen else None
+
+
 class Resident(ABC):
     """A runner started with --serve: `_start` (from a transport's constructor) waits for READY (load, first
     inference, evaluation done), `block` times it. Transports carry the bytes: `_send`, `_recv`, `exit_code`,
@@ -93,6 +110,13 @@ class Resident(ABC):
     def cpu_seconds(self) -> float | None:
         """User + system CPU time the runner has used so far, or None where it cannot be read."""
         return None
+
+    def cpu_resolution_s(self) -> float:
+        """The step of `cpu_seconds` (a clock tick: 10 ms nearly always; schedstat's nanoseconds locally)."""
+        return 0.01
+
+    def request_exit(self) -> None:  # noqa: B027 - a hook: `close` does the whole job where this is not given
+        """Tell the runner to exit without waiting (before `close`, so that many runners exit side by side)."""
 
     def mem_available_mb(self) -> float | None:
         """MemAvailable of the machine this runner lives on (Linux /proc), or None."""
@@ -140,10 +164,29 @@ class Resident(ABC):
 
     def block(self, runs: int, discard: int = 0, timeout_s: float = 300.0) -> list[int]:
         """Time `runs` iterations after `discard` untimed ones; raises TargetError if the runner fails."""
+        line = self._command({"cmd": "block", "runs": int(runs), "discard": int(discard)}, "a block", timeout_s)
+        try:
+            return [int(x) for x in json.loads(line)["latencies_ns"]]
+        except (ValueError, KeyError, TypeError):
+            raise TargetError(f"resident runner answered {line.strip()[:200]!r}") from None
+
+    def evaluate(self, timeout_s: float = 300.0) -> RawResult:
+        """The evaluation pass of a runner started with the job's `defer_eval` (after its load and first
+        inference, which are timed alone): its result then, with the outputs; a failed pass is a failed result."""
+        line = self._command({"cmd": "eval"}, "the evaluation pass", timeout_s)
+        try:
+            reply = json.loads(line)
+        except ValueError:
+            raise TargetError(f"resident runner answered {line.strip()[:200]!r}") from None
+        if reply.get("error"):
+            return RawResult.failed(" ".join(str(reply["error"]).split()))
+        return self._read_result(self.out_dir, None, "")
+
+    def _command(self, cmd: dict[str, object], what: str, timeout_s: float) -> str:
+        """Send one command line and return the runner's answer line; raises TargetError if it fails."""
         if self.exit_code() is not None:
             raise TargetError(f"resident runner has exited ({self._last_log_line()})")
         try:
-            cmd = {"cmd": "block", "runs": int(runs), "discard": int(discard)}
             self._send((json.dumps(cmd) + "\n").encode())
         except OSError as e:
             raise TargetError(f"resident runner is gone ({e.strerror or e}; {self._last_log_line()})") from None
@@ -152,12 +195,9 @@ class Resident(ABC):
             code, why = self.exit_code(), self._last_log_line()
             self.close()
             if code is not None:
-                raise TargetError(f"resident runner ended during a block (exit status {code}; {why})")
-            raise TargetError(f"resident runner gave no block within {timeout_s:g} s ({why})")
-        try:
-            return [int(x) for x in json.loads(line)["latencies_ns"]]
-        except (ValueError, KeyError, TypeError):
-            raise TargetError(f"resident runner answered {line.strip()[:200]!r}") from None
+                raise TargetError(f"resident runner ended during {what} (exit status {code}; {why})")
+            raise TargetError(f"resident runner gave no answer to {what} within {timeout_s:g} s ({why})")
+        return line
 
     def _last_log_line(self) -> str:
         lines = [ln for ln in self.log().splitlines() if ln.strip()]
@@ -216,11 +256,18 @@ class ResidentRunner(Resident):
         return self.proc.poll()
 
     def cpu_seconds(self) -> float | None:
-        """From Linux /proc (None elsewhere)."""
+        """From Linux /proc (None elsewhere): the on-CPU nanoseconds of every thread (schedstat), else the
+        process's clock ticks."""
+        ns = schedstat_ns(self.proc.pid)
+        if ns is not None:
+            return ns / 1e9
         try:
             return stat_cpu_seconds(Path(f"/proc/{self.proc.pid}/stat").read_text(), os.sysconf("SC_CLK_TCK"))
         except OSError:
             return None
+
+    def cpu_resolution_s(self) -> float:
+        return 1e-6 if schedstat_ns(self.proc.pid) is not None else 1.0 / os.sysconf("SC_CLK_TCK")
 
     def log(self) -> str:
         try:
@@ -230,13 +277,21 @@ class ResidentRunner(Resident):
         except OSError:
             return ""
 
+    def request_exit(self) -> None:
+        """Tell the runner to exit without waiting for it (closing many runners: they exit side by side)."""
+        stdin = self.proc.stdin
+        if self.proc.poll() is None and stdin is not None and not stdin.closed:
+            try:
+                stdin.write(b'{"cmd": "exit"}\n')
+                stdin.close()
+            except (OSError, ValueError):
+                pass
+
     def _stop(self) -> None:
         """Ask the runner to exit; kill its process group if it does not within 2 s."""
         if self.proc.poll() is None:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(b'{"cmd": "exit"}\n')
-                self.proc.stdin.close()
+                self.request_exit()
                 self.proc.wait(timeout=2)
             except (OSError, ValueError, subprocess.TimeoutExpired, AssertionError):
                 try:

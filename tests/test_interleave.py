@@ -101,3 +101,54 @@ def test_a_model_that_fails_to_load_gives_a_failed_start_not_an_exception(tmp_pa
         r.close()
     finally:
         target.close()
+
+
+def test_a_deferred_evaluation_pass_runs_on_command_and_the_runner_times_on(cnn_onnx, tmp_path):
+    """Resident runners load and run their first inference alone, one after another, and evaluate later, on the
+    host's command (several at once): the outputs then equal a one-shot job's, and blocks still time."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "x.npz", input=rng.standard_normal((1, 3, 16, 16)).astype("float32"))
+    np.savez(tmp_path / "e.npz", input=rng.standard_normal((20, 3, 16, 16)).astype("float32"))
+    target = LocalTarget("deferred", threads=1)
+    job = dict(artifact=str(cnn_onnx), format="onnx", timing_inputs=str(tmp_path / "x.npz"),
+               eval_inputs=str(tmp_path / "e.npz"), eval_batch=8, runs=0, warmup=0)
+    try:
+        r = target.open_resident(Job(**job, defer_eval=True))
+        assert r.initial.ok and r.initial.outputs is None and "eval_n" not in r.initial.data
+        raw = r.evaluate(60)
+        assert raw.ok and raw.data["eval_n"] == 20 and raw.data["eval_batch"] == 8
+        assert raw.data["memory_mb"]["peak_rss_with_eval"] >= raw.data["memory_mb"]["peak_rss"]
+        once = target.run(Job(**job))
+        np.testing.assert_allclose(raw.outputs[0], once.outputs[0], rtol=1e-6, atol=1e-6)
+        assert len(r.block(5)) == 5
+    finally:
+        target.close()
+
+
+def test_an_evaluation_pass_that_fails_is_a_failed_result_not_a_dead_runner(cnn_onnx, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "x.npz", input=np.zeros((1, 3, 16, 16), "float32"))
+    np.savez(tmp_path / "e.npz", input=np.zeros((4, 5, 7), "float32"))  # not the model's shape
+    target = LocalTarget("deferred-bad", threads=1)
+    try:
+        r = target.open_resident(Job(artifact=str(cnn_onnx), format="onnx", timing_inputs=str(tmp_path / "x.npz"),
+                                     eval_inputs=str(tmp_path / "e.npz"), runs=0, warmup=0, defer_eval=True))
+        raw = r.evaluate(60)
+        assert not raw.ok and "\n" not in raw.error and "evaluation" in raw.error
+        assert len(r.block(3)) == 3  # the runner is still there
+    finally:
+        target.close()
+
+
+@pytest.mark.parametrize("cores, threads, want", [(2, 2, 1), (4, 2, 2), (8, 1, 4), (1, None, 1), (None, 2, 1)])
+def test_evaluation_passes_run_side_by_side_only_where_the_cores_hold_their_threads(cores, threads, want):
+    from types import SimpleNamespace
+
+    from harness.measure.interleave import eval_parallel
+
+    runner = SimpleNamespace(initial=SimpleNamespace(data={"device": {"cores": cores}}))
+    opened = [(None, SimpleNamespace(threads=threads), runner) for _ in range(3)]
+    assert eval_parallel(opened) == want

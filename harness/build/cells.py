@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -42,6 +42,15 @@ class TorchVariant:
     outputs: np.ndarray | None = None  # logits on the evaluation inputs
     graph: dict[str, Any] = field(default_factory=dict)  # params / MACs from the fp32 ONNX graph
     digest: str = ""  # content hash of architecture + weights: the key of cached exports
+    load: Callable[[], Any] | None = None  # a cached variant's model, read only when a step needs it
+
+    def torch_model(self) -> Any:
+        """The torch model (in eval mode), read from the cache on first use: a rerun whose exports, parity
+        verdicts and outputs are all cached never unpickles it (a QAT graph takes seconds to)."""
+        if self.model is None and self.load is not None:
+            self.model = self.load()
+            self.model.eval()
+        return self.model
 
 
 class Prepared:

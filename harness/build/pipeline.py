@@ -10,7 +10,7 @@ import hashlib
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -39,6 +39,11 @@ from harness.build.reference import baselines, train_reference
 from harness.config.run import RunConfig, VariantConfig
 from harness.errors import ConfigError, ExportError
 from harness.progress import Progress
+
+
+def meta_file(cache_file: Path) -> Path:
+    """The small signed entry beside a cached variant: its digest and the recipe's info."""
+    return cache_file.with_suffix(".meta")
 
 
 def load_data(cfg: RunConfig) -> Any:
@@ -79,6 +84,11 @@ class Pipeline:
         else:
             key_parts = (ref_sha, data.fingerprint(), v.recipe, v.settings, code_hash())
             cache_file = self.cache / "variants" / f"{content_key(*key_parts)}.pt"
+            lazy = self.cached_variant(key, v, cache_file)
+            if lazy is not None:
+                prep.torch_variants[key] = lazy
+                self.progress(f"recipe {v.recipe} {v.settings}: cached")
+                return lazy
             blob = signed_cache.load(cache_file)  # unsigned or tampered entries are a miss, never unpickled
             if blob is not None:
                 model, info = blob["model"], blob["info"]
@@ -95,8 +105,27 @@ class Pipeline:
         model.eval()
         tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
                           digest=model_digest(model))
+        if v.recipe != "reference" and cache_file.is_file():
+            signed_cache.save({"digest": tv.digest, "info": info}, meta_file(cache_file))  # for a lazy rerun
         prep.torch_variants[key] = tv
         return tv
+
+    def cached_variant(self, key: str, v: VariantConfig, cache_file: Path) -> TorchVariant | None:
+        """A cached recipe's variant whose model stays on disk until a step needs it: its digest and info come
+        from a small signed entry beside it, and the model's own signature is checked now."""
+        meta = signed_cache.load(meta_file(cache_file))
+        if meta is None or signed_cache.signed_bytes(cache_file) is None:
+            return None
+
+        def load() -> Any:
+            blob = signed_cache.load(cache_file)
+            if blob is None:
+                raise ExportError(f"the cached {v.recipe} variant {cache_file} changed during the run; run again")
+            return blob["model"]
+
+        info = meta["info"]
+        return TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=None,
+                            info=info, digest=meta["digest"], load=load)
 
     # -------------------------------------------------------------------- exports
     def export_cell(self, cell: Cell, tv: TorchVariant, data: Any, ref_sha: str, prep: Prepared) -> None:
@@ -120,7 +149,7 @@ class Pipeline:
             else:
                 with self.progress.step(f"export {cell.key} ({v.precision})", stage="exports",
                                         log=f"export-{v.name}-{cell.format}"):
-                    EXPORTERS[cell.format](tv.model, example, v.precision, path, calibration=calib,
+                    EXPORTERS[cell.format](tv.torch_model(), example, v.precision, path, calibration=calib,
                                            keep_float=keep_float, **options)
                 cached.parent.mkdir(parents=True, exist_ok=True)
                 tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
@@ -183,26 +212,26 @@ class Pipeline:
 
     def parity_reference(self, tv: TorchVariant, data: Any) -> np.ndarray:
         n = self.cfg.measure.parity_samples
-        return predict_any(tv.model, S.take(data.x_test, slice(0, n)))
+        return self.outputs(tv.torch_model, tv.digest, S.take(data.x_test, slice(0, n)), f"{tv.recipe} (parity)")
 
-    def outputs(self, model: Any, digest: str, x_eval: np.ndarray, name: str) -> np.ndarray:
-        """A torch model's logits on the evaluation inputs, cached by model content and inputs (the
-        reference recipe's variant is the reference itself: computed once)."""
+    def outputs(self, model: Callable[[], Any], digest: str, x_eval: np.ndarray, name: str) -> np.ndarray:
+        """A torch model's logits on `x_eval`, cached by model content and inputs (the reference recipe's
+        variant is the reference itself: computed once); `model()` gives the model, only on a miss."""
         key = content_key("outputs", digest, array_hash(*S.arrays(x_eval)))
         if key not in self._outputs:
             with self.progress.timed("predict", name):
-                self._outputs[key] = cached_result(self.cache / "outputs", key, lambda: predict_any(model, x_eval))
+                self._outputs[key] = cached_result(self.cache / "outputs", key, lambda: predict_any(model(), x_eval))
         return self._outputs[key]
 
     def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
         """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
         path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}{'-static' if S.is_named(data.x_test) else ''}.onnx"
-        # A quantization-aware-trained model exports only as its int8 graph.
-        precision = "int8-static" if carries_quantization(tv.model) else "fp32"
         try:
             if not path.exists():
+                # A quantization-aware-trained model exports only as its int8 graph.
+                precision = "int8-static" if carries_quantization(tv.torch_model()) else "fp32"
                 # fixed shapes (sequences at the padded length): shape inference counts the MACs of a static graph
-                EXPORTERS["onnx"](tv.model, TK.export_example(data), precision, path,
+                EXPORTERS["onnx"](tv.torch_model(), TK.export_example(data), precision, path,
                                   **TK.export_options(data, dynamic=False))
             tv.graph = onnx_graph_stats(path)
         except Exception as e:
@@ -237,7 +266,7 @@ class Pipeline:
         prep.timing_inputs = TK.write_inputs(self.art_dir / "timing_inputs.npz", x_timed)
         TK.describe(self.cfg, data, prep, timed, self.progress, reference)
         prep.labels, prep.n_clean = y, len(y)
-        prep.reference_outputs = self.outputs(reference, model_digest(reference), x_eval, "reference")
+        prep.reference_outputs = self.outputs(lambda: reference, model_digest(reference), x_eval, "reference")
         TK.reference_scores(prep, data, self.progress)
         prep.task["reference_variant"] = next((v.name for v in self.cfg.variants
                                                if v.recipe == "reference" and v.precision == "fp32"), "fp32")
@@ -256,7 +285,7 @@ class Pipeline:
                 prep.task["sensitivity"] = {"variant": v.name, "float_layers": tv.info["float_layers"],
                                             "rows": tv.info["sensitivity"]}
             if tv.outputs is None:
-                tv.outputs = self.outputs(tv.model, tv.digest, x_eval, v.name)
+                tv.outputs = self.outputs(tv.torch_model, tv.digest, x_eval, v.name)
                 if "reference_top1" in prep.task:  # class labels (not regression)
                     tv.info["host_top1"] = float(np.mean(tv.outputs[: len(y)].reshape(len(y), -1).argmax(1) == y))
             # The fp32 ONNX cell first: its graph gives params and MACs to the variant's other cells.

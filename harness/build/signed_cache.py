@@ -69,13 +69,19 @@ def save(obj: Any, path: Path) -> None:
             leftover.unlink(missing_ok=True)
 
 
-def load(path: Path) -> Any | None:
-    """The object in `path` if its signature is this user's; None (a cache miss) for anything else."""
+def signed_bytes(path: Path) -> bytes | None:
+    """The bytes of `path` if its signature is this user's, else None."""
     try:
         data = path.read_bytes()
         sig = path.with_name(path.name + SIGNATURE_SUFFIX).read_text().strip()
     except OSError:
         return None
-    if not hmac.compare_digest(sig, _mac(data)):
+    return data if hmac.compare_digest(sig, _mac(data)) else None
+
+
+def load(path: Path) -> Any | None:
+    """The object in `path` if its signature is this user's; None (a cache miss) for anything else."""
+    data = signed_bytes(path)
+    if data is None:
         return None
     return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # signed by us: trusted

@@ -104,10 +104,10 @@ class SSHResidentRunner(Resident):
         code = self.chan.recv_exit_status()
         return -(code - 128) if 128 < code < 160 else code
 
-    def block(self, runs: int, discard: int = 0, timeout_s: float = 300.0) -> list[int]:
+    def _command(self, cmd: dict[str, object], what: str, timeout_s: float) -> str:
         with self._hold:
             try:
-                return super().block(runs, discard, timeout_s)
+                return super()._command(cmd, what, timeout_s)
             except TargetError as e:
                 if self.chan.get_transport() is None or not self.chan.get_transport().is_active():
                     raise TargetError(f"lost the link to {self.where} ({e})") from None
@@ -121,6 +121,9 @@ class SSHResidentRunner(Resident):
             return stat_cpu_seconds(self.store.read_bytes(f"/proc/{self.pid}/stat").decode(), self._clock_ticks)
         except (TargetError, paramiko.SSHException, EOFError, OSError, UnicodeDecodeError):
             return None
+
+    def cpu_resolution_s(self) -> float:
+        return 1.0 / self._clock_ticks
 
     def mem_available_mb(self) -> float | None:
         """The device's MemAvailable, from its /proc/meminfo over SFTP."""
