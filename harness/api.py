@@ -16,13 +16,13 @@ from pathlib import Path
 from harness.build.pipeline import Pipeline
 from harness.config.run import RunConfig, builtin_config, load_config
 from harness.config.targets_file import expand_replicas, load_targets_file, make_target
-from harness.errors import USER_ERRORS, ConfigError, HarnessError
+from harness.errors import USER_ERRORS, ConfigError
 from harness.measure.loop import measure_target
 from harness.measure.results import Measurement, TargetReport, load_report
 from harness.measure.task_metrics import metric_function
 from harness.progress import Progress
 from harness.report.cells import pick, safe_name
-from harness.report.files import write_summary, write_target_report
+from harness.report.files import guard_out, write_summary, write_target_report
 from harness.report.recommend import Constraints, check_cell
 from targets.base import Target
 
@@ -64,13 +64,6 @@ def demo_config(quick: bool = False, task: str = "image") -> RunConfig:
         raise ConfigError(f"demo --task {task!r}: choose one of {', '.join(DEMO_TASKS)}")
     stem = "demo" if task == "image" else f"demo-{task}"
     return load_config(builtin_config(f"{stem}-quick" if quick else stem))
-
-
-def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
-    existing = list(out.glob("*/report.json")) if out.is_dir() else []
-    if existing and not (resume or overwrite):
-        raise HarnessError(f"{out} already holds reports ({existing[0].parent.name}/report.json); pass --resume "
-                           f"to complete them, --overwrite to replace them, or --out for a new folder")
 
 
 def within_limits(report: TargetReport, m: Measurement) -> bool:

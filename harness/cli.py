@@ -97,10 +97,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from harness.api import guard_out
     from harness.bench import BenchSettings, bench
     from harness.bench_args import bench_options, profile_line, summary_line
     from harness.report.cells import safe_name
+    from harness.report.files import guard_out
     from harness.report.markdown import render_markdown
 
     settings = BenchSettings(runs=args.runs, warmup=args.warmup, threads=args.threads,

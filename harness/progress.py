@@ -62,12 +62,16 @@ class Progress:
         """Where the step `name` logs (OUT/logs/<name>.log), or None when logs are off."""
         return None if self.logs is None else self.logs / log_name(name)
 
+    def tee(self) -> TextIO | None:
+        """Where captured converter output is copied as well: the terminal under -v, else nowhere."""
+        return self.stream if self.level == VERBOSE else None
+
     def capture(self, name: str) -> Any:
         """Capture converter output into the log `name` (a context manager; nothing when logs are off)."""
         path = self.log_path(name)
         if path is None:
             return nullcontext(None)
-        return capture(path, tee=self.stream if self.level == VERBOSE else None)
+        return capture(path, tee=self.tee())
 
     # ------------------------------------------------------------------ steps
     @contextmanager
@@ -139,6 +143,10 @@ class Progress:
             self._live.stop()
 
     # ------------------------------------------------------------------ timings
+    def record(self, stage: str, name: str, seconds: float, ok: bool, cpu_s: float) -> None:
+        """A step timed elsewhere (an export in a worker process): kept like the steps timed here."""
+        self._record(stage, name, seconds, ok, cpu_s)
+
     def _record(self, stage: str, name: str, seconds: float, ok: bool, cpu_s: float) -> None:
         with self._lock:
             self._steps.append({"stage": stage, "name": name, "seconds": round(seconds, 3), "ok": ok,

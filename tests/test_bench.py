@@ -144,3 +144,13 @@ def test_a_pt2_file_needs_trust_pickle(tmp_path):
     assert len(r.stderr.strip().splitlines()) == 1 and not list((tmp_path / "o").glob("*/report.json"))
     r = _cli("bench", str(pt2), "--trust-pickle", "--out", str(tmp_path / "o2"))
     assert r.returncode == 2 and "not a readable torch.export file" in r.stderr
+
+
+def test_bench_never_imports_torch(tmp_path, cnn_onnx):
+    """A device-side user benches an ONNX file without the training stack: `edge-harness bench` must not load
+    torch (about 2 s of start-up, and gigabytes where only onnxruntime is installed)."""
+    code = ("import sys; from harness.cli import main; "
+            f"rc = main(['bench', {str(cnn_onnx)!r}, '--runs', '5', '--min-time', '0', '--out', {str(tmp_path)!r}, "
+            "'-q']); print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stderr[-2000:]

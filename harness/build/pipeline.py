@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from exporters import EXPORTERS
 from exporters.base import Artifact, carries_quantization
 from exporters.graph import onnx_graph_stats
 from harness.build import data as D
@@ -33,6 +33,7 @@ from harness.build.cache import (
     parity_key,
 )
 from harness.build.cells import Cell, Prepared, TorchVariant
+from harness.build.export_pool import ExportOutcome, ExportTask, export_one, run_groups, workers_for
 from harness.build.fit_inputs import predict_any
 from harness.build.parity import Parity, check_artifact
 from harness.build.reference import baselines, train_reference
@@ -61,6 +62,8 @@ class Pipeline:
         self.cache = Path(cache_dir or cfg.cache_dir or default_cache_dir()).expanduser()
         self.art_dir = self.out / "artifacts"
         self._outputs: dict[str, np.ndarray] = {}
+        self._cached_path: dict[int, Path] = {}  # a planned cell's artifact cache entry
+        self._export_workers = 0
 
     # ------------------------------------------------------------------ reference
     def reference(self, data: Any, prep: Prepared) -> tuple[Any, str]:
@@ -128,8 +131,8 @@ class Pipeline:
                             info=info, digest=meta["digest"], load=load)
 
     # -------------------------------------------------------------------- exports
-    def export_cell(self, cell: Cell, tv: TorchVariant, data: Any, ref_sha: str, prep: Prepared) -> None:
-        """Export one cell, check parity against its torch model, and record lineage."""
+    def plan_export(self, cell: Cell, tv: TorchVariant, data: Any) -> ExportTask | None:
+        """Put a cached artifact in place (None), or return the export to run for this cell."""
         v = cell.variant
         ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
         path = self.art_dir / f"{v.name}{ext}"
@@ -142,26 +145,50 @@ class Pipeline:
         key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash, keep_float,
                           [list(t.shape) for t in example], repr(options))
         cached = self.cache / "artifacts" / f"{key}{ext}"
+        self._cached_path[id(cell)] = cached
         try:
             if cached.is_file():
                 shutil.copyfile(cached, path)
                 self.progress(f"export {cell.key} ({v.precision}): cached")
-            else:
-                with self.progress.step(f"export {cell.key} ({v.precision})", stage="exports",
-                                        log=f"export-{v.name}-{cell.format}"):
-                    EXPORTERS[cell.format](tv.torch_model(), example, v.precision, path, calibration=calib,
-                                           keep_float=keep_float, **options)
-                cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
-                shutil.copyfile(path, tmp)
-                os.replace(tmp, cached)
-        except ExportError as e:
-            cell.status, cell.error = "failed", f"export failed: {e}{self._log_note(cell)}"
+                return None
+            return ExportTask(cell.format, tv.torch_model(), example, v.precision, path,
+                              dict(calibration=calib, keep_float=keep_float, **options),
+                              log=self.progress.log_path(f"export-{v.name}-{cell.format}"), tag=cell)
+        except Exception as e:  # noqa: BLE001 - an unreadable cache entry or variant fails this cell only
+            cell.status, cell.error = "failed", f"export failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+            return None
+
+    def export_done(self, task: ExportTask, outcome: ExportOutcome) -> None:
+        """An export has finished (here or in a worker): keep the artifact in the cache, or fail its cell."""
+        cell: Cell | None = task.tag
+        if cell is None:  # a graph made for a MAC count: graph_stats reads it (or says why there is none)
+            self.progress.record("graphs", f"graph {task.path.name}", outcome.seconds, outcome.ok,
+                                 outcome.cpu_s)
             return
-        except Exception as e:  # a converter bug must not stop the other cells
-            cell.status, cell.error = "failed", (f"export failed: {type(e).__name__}: "
-                                                 f"{' '.join(str(e).split())[:300]}{self._log_note(cell)}")
+        name = f"export {cell.key} ({cell.variant.precision})"
+        stage = "export (in a worker)" if self._export_workers else "exports"
+        self.progress.record(stage, name, outcome.seconds, outcome.ok, outcome.cpu_s)
+        if outcome.ok and not task.path.is_file():
+            outcome = ExportOutcome(False, "export failed: the exporter wrote no file", outcome.seconds, outcome.cpu_s)
+        if not outcome.ok:
+            cell.status, cell.error = "failed", f"{outcome.error}{self._log_note(cell)}"
+            self.progress(f"{name}: FAILED in {outcome.seconds:.1f}s{self._log_note(cell)}")
             return
+        cached = self._cached_path[id(cell)]
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
+        shutil.copyfile(task.path, tmp)
+        os.replace(tmp, cached)
+        self.progress(f"{name}: done in {outcome.seconds:.1f}s")
+
+    def finish_cell(self, cell: Cell, tv: TorchVariant, data: Any, ref_sha: str, prep: Prepared) -> None:
+        """An exported cell: check parity against its torch model, count its graph, and record lineage."""
+        if cell.status == "failed":
+            return
+        v = cell.variant
+        ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
+        path = self.art_dir / f"{v.name}{ext}"
+        options = TK.export_options(data)
         art = Artifact.from_file(path, cell.format, v.precision)
         par = self.parity(cell, art, tv, data)
         dynamic = any(options.get("dynamic_dims") or ())  # a dynamic-length graph has no MAC count: a static one does
@@ -223,16 +250,41 @@ class Pipeline:
                 self._outputs[key] = cached_result(self.cache / "outputs", key, lambda: predict_any(model(), x_eval))
         return self._outputs[key]
 
+    def graph_path(self, tv: TorchVariant, data: Any) -> Path:
+        return self.cache / "graphs" / f"{tv.digest}{'-static' if S.is_named(data.x_test) else ''}.onnx"
+
+    def graph_task(self, tv: TorchVariant, data: Any) -> ExportTask:
+        """The ONNX graph made only to count a variant's params and MACs: fixed shapes (sequences at the padded
+        length: shape inference counts the MACs of a static graph); a QAT model exports only as its int8 graph."""
+        precision = "int8-static" if carries_quantization(tv.torch_model()) else "fp32"
+        return ExportTask("onnx", tv.torch_model(), TK.export_example(data), precision, self.graph_path(tv, data),
+                          TK.export_options(data, dynamic=False), log=self.progress.log_path(f"graph-{tv.recipe}"))
+
+    def plan_graphs(self, built: list[tuple[VariantConfig, TorchVariant, list[Cell]]], data: Any) -> list[ExportTask]:
+        """Graph exports for the variants none of whose cells (over every variant sharing the model) is a
+        static fp32 ONNX file, and whose graph is not cached: they run with the other exports."""
+        dynamic = any(TK.export_options(data).get("dynamic_dims") or ())
+        has_fp32 = {tv.digest for _, tv, cells in built for c in cells
+                    if c.format == "onnx" and c.variant.precision == "fp32" and not dynamic}
+        out, seen = [], set()
+        for _, tv, _ in built:
+            if tv.digest in has_fp32 or tv.digest in seen or tv.graph or self.graph_path(tv, data).exists():
+                continue
+            seen.add(tv.digest)
+            try:
+                out.append(self.graph_task(tv, data))
+            except Exception as e:  # noqa: BLE001 - the MAC count is optional
+                self.progress(f"MAC count for {tv.recipe} unavailable: {type(e).__name__}: {e}")
+        return out
+
     def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
         """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
-        path = onnx_fp32 or self.cache / "graphs" / f"{tv.digest}{'-static' if S.is_named(data.x_test) else ''}.onnx"
+        path = onnx_fp32 or self.graph_path(tv, data)
         try:
             if not path.exists():
-                # A quantization-aware-trained model exports only as its int8 graph.
-                precision = "int8-static" if carries_quantization(tv.torch_model()) else "fp32"
-                # fixed shapes (sequences at the padded length): shape inference counts the MACs of a static graph
-                EXPORTERS["onnx"](tv.torch_model(), TK.export_example(data), precision, path,
-                                  **TK.export_options(data, dynamic=False))
+                outcome = export_one(self.graph_task(tv, data), self.progress.tee())
+                if not outcome.ok:
+                    raise ExportError(outcome.error)
             tv.graph = onnx_graph_stats(path)
         except Exception as e:
             self.progress(f"MAC count for {tv.recipe} unavailable: {type(e).__name__}: {e}")
@@ -270,6 +322,8 @@ class Pipeline:
         TK.reference_scores(prep, data, self.progress)
         prep.task["reference_variant"] = next((v.name for v in self.cfg.variants
                                                if v.recipe == "reference" and v.precision == "fp32"), "fp32")
+        groups: dict[tuple[str, str], list[ExportTask]] = {}
+        built: list[tuple[VariantConfig, TorchVariant, list[Cell]]] = []
         for v in variants:
             try:
                 tv = self.torch_variant(v, reference, ref_sha, data, prep)
@@ -292,7 +346,25 @@ class Pipeline:
             fmts = sorted(v.formats, key=lambda f: f != "onnx")
             cells = [Cell(v, f) for f in fmts]
             for cell in cells:
-                self.export_cell(cell, tv, data, ref_sha, prep)
+                task = self.plan_export(cell, tv, data)
+                if task is not None:  # one group per model content and format: they share one fp32 conversion
+                    groups.setdefault((tv.digest, cell.format), []).append(task)
+            built.append((v, tv, cells))
+            prep.cells.extend(sorted(cells, key=lambda c: v.formats.index(c.format)))
+        for task in self.plan_graphs(built, data):
+            groups[(task.path.name, "graph")] = [task]
+        if groups:
+            n, self._export_workers = sum(len(g) for g in groups.values()), workers_for(len(groups))
+            if self._export_workers:
+                self.progress(f"{n} exports in {self._export_workers} processes side by side ...")
+            t0 = time.monotonic()
+            run_groups(list(groups.values()), self.export_done, self._export_workers, tee=self.progress.tee())
+            if self._export_workers:  # the stage's wall time; each export's own time is kept beside it
+                self.progress.record("exports", f"{n} exports in {self._export_workers} processes",
+                                     time.monotonic() - t0, True, 0.0)
+        for _, tv, cells in built:
+            for cell in cells:
+                self.finish_cell(cell, tv, data, ref_sha, prep)
                 self.progress.advance()
             if not tv.graph:
                 self.graph_stats(tv, data)
@@ -300,5 +372,4 @@ class Pipeline:
                 if cell.artifact is not None:
                     cell.artifact.params = tv.graph.get("params") or tv.info.get("params")
                     cell.artifact.macs = tv.graph.get("macs")
-            prep.cells.extend(sorted(cells, key=lambda c: v.formats.index(c.format)))
         return prep

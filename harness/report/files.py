@@ -6,12 +6,21 @@ import json
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.measure.results import SCHEMA_VERSION, TargetReport, save_report, write_atomic
 from harness.report.cells import dig, safe_name
 from harness.report.cells_csv import write_cells_csv
 from harness.report.html import write_summary_html, write_target_html
 from harness.report.markdown import render_markdown, render_summary
 from harness.report.recommend import recommend, record_decision
+
+
+def guard_out(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an output folder that already holds reports, unless resuming or overwriting them."""
+    existing = list(out.glob("*/report.json")) if out.is_dir() else []
+    if existing and not (resume or overwrite):
+        raise HarnessError(f"{out} already holds reports ({existing[0].parent.name}/report.json); pass --resume "
+                           f"to complete them, --overwrite to replace them, or --out for a new folder")
 
 
 def render_into(report: TargetReport, folder: Path, save_json: bool = True) -> Path:

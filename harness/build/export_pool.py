@@ -1,0 +1,142 @@
+"""Exports side by side: the converters are single-threaded Python (torch.export, onnxscript, litert-torch's
+lowering), so on a machine with two cores two export processes do about twice the work of one (two fp32
+TFLite conversions of EfficientNet-Lite0 at once: 17.1 and 17.8 s, against 18.6 s for one alone, here).
+
+Work comes as groups: every export of one model (by content) in one format, since each precision starts from
+the same fp32 conversion, which the exporters keep in memory for the next (exporters.base.fp32_once). Groups go
+to a pool of fresh ("spawn") processes, the largest first; each export's converter output goes to its own log
+(harness.logs.capture, in the worker) and its outcome comes back as plain data. A worker that dies fails
+nothing by itself: the groups it had not finished run again here, one after another.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+WORKERS_ENV = "EDGE_HARNESS_EXPORT_WORKERS"  # 0 or 1: every export in this process; N: at most N processes
+MAX_WORKERS = 4  # each holds torch and the converters (1-2 GB)
+MIN_GROUPS = 4  # fewer groups than this run here: a worker's start (torch, converters) costs seconds
+# Rough cost of a group by format, to start the longest first (TFLite's lowering is the slowest converter).
+FORMAT_WEIGHT = {"tflite": 3.0, "onnx": 1.5, "torch": 1.0}
+
+
+@dataclass
+class ExportTask:
+    """One export: what the exporter is called with, where its converter output goes, and who asked."""
+
+    fmt: str
+    model: Any
+    example: tuple[Any, ...]
+    precision: str
+    path: Path
+    kwargs: dict[str, Any]
+    log: Path | None = None
+    tag: Any = None  # the caller's handle (a cell), not sent to the worker
+
+
+@dataclass
+class ExportOutcome:
+    ok: bool
+    error: str | None
+    seconds: float
+    cpu_s: float
+
+
+def workers_for(groups: int) -> int:
+    """How many export processes to use for `groups` groups: none (run here) for a few, else one per core."""
+    env = os.environ.get(WORKERS_ENV)
+    if env is not None:
+        try:
+            want = int(env)
+        except ValueError:
+            want = 1
+        return 0 if want <= 1 or groups < 2 else min(want, groups, MAX_WORKERS)
+    if groups < MIN_GROUPS:
+        return 0
+    return max(0, min(os.cpu_count() or 1, groups, MAX_WORKERS)) if (os.cpu_count() or 1) > 1 else 0
+
+
+def export_one(task: ExportTask, tee: Any = None) -> ExportOutcome:
+    """Run one export (here or in a worker), its converter output in its log (and `tee`, under -v); failures
+    are outcomes."""
+    from exporters import EXPORTERS
+    from harness.errors import ExportError
+    from harness.logs import capture
+
+    t0, c0 = time.monotonic(), time.process_time()
+    error = None
+    try:
+        with capture(task.log, tee=tee):
+            EXPORTERS[task.fmt](task.model, task.example, task.precision, task.path, **task.kwargs)
+    except ExportError as e:
+        error = f"export failed: {e}"
+    except Exception as e:  # noqa: BLE001 - a converter bug must not stop the other exports
+        error = f"export failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
+    return ExportOutcome(error is None, error, time.monotonic() - t0, time.process_time() - c0)
+
+
+def _run_group(tasks: list[ExportTask]) -> list[ExportOutcome]:
+    return [export_one(t) for t in tasks]
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the pool is as wide as the machine
+
+
+def group_cost(tasks: list[ExportTask]) -> float:
+    return FORMAT_WEIGHT.get(tasks[0].fmt, 1.0) * (1 + 0.2 * (len(tasks) - 1))
+
+
+def run_groups(groups: list[list[ExportTask]], done: Callable[[ExportTask, ExportOutcome], None],
+               workers: int, tee: Any = None) -> None:
+    """Run every group's exports in `workers` processes (0: here, one after another), calling `done(task,
+    outcome)` for each export as it finishes, in the calling thread."""
+    if workers == 0:
+        for group in groups:
+            for task in group:
+                done(task, export_one(task, tee))
+        return
+    order = sorted(groups, key=group_cost, reverse=True)
+    left: list[list[ExportTask]] = []
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
+    try:
+        futures: list[tuple[Future[list[ExportOutcome]], list[ExportTask]]] = []
+        for group in order:
+            sent = [ExportTask(t.fmt, t.model, t.example, t.precision, t.path, t.kwargs, t.log) for t in group]
+            futures.append((pool.submit(_run_group, sent), group))
+        for future, group in _as_finished(futures):
+            try:
+                outcomes = future.result()
+            except BrokenProcessPool:
+                left.append(group)
+                continue
+            except Exception:  # noqa: BLE001 - e.g. a model that does not pickle: it runs here instead
+                left.append(group)
+                continue
+            for task, outcome in zip(group, outcomes, strict=True):
+                done(task, outcome)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    for group in left:  # a worker died (or a model would not travel): these run here, one after another
+        for task in group:
+            done(task, export_one(task, tee))
+
+
+def _as_finished(futures: list[tuple[Future[Any], list[ExportTask]]]) -> Iterator[tuple[Future[Any], list[ExportTask]]]:
+    """The (future, group) pairs in the order they finish."""
+    from concurrent.futures import FIRST_COMPLETED, wait
+
+    pending = dict(futures)
+    while pending:
+        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+        for f in finished:
+            yield f, pending.pop(f)
