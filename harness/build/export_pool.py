@@ -4,7 +4,8 @@ TFLite conversions of EfficientNet-Lite0 at once: 17.1 and 17.8 s, against 18.6 
 
 Work comes as groups: every export of one model (by content) in one format, since each precision starts from
 the same fp32 conversion, which the exporters keep in memory for the next (exporters.base.fp32_once). Groups go
-to a pool of fresh ("spawn") processes, the largest first; each export's converter output goes to its own log
+to a pool of fresh ("spawn") processes, started at the first export the cache does not hold so that they
+import the converters while the host trains, the largest group first; each export's converter output goes to its own log
 (harness.logs.capture, in the worker) and its outcome comes back as plain data. A worker that dies fails
 nothing by itself: the groups it had not finished run again here, one after another.
 """
@@ -92,27 +93,59 @@ def _init_worker() -> None:
     torch.set_num_threads(1)  # one core per worker: the pool is as wide as the machine
 
 
+def _warm() -> None:
+    """Import the converters (seconds: torch.onnx's onnxscript, litert-torch) while the host still trains."""
+    import importlib
+
+    import exporters  # noqa: F401 - registers the exporters
+
+    for name in ("onnxscript", "onnxruntime.quantization", "litert_torch"):
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - an export that needs it says so itself
+            pass
+
+
 def group_cost(tasks: list[ExportTask]) -> float:
     return FORMAT_WEIGHT.get(tasks[0].fmt, 1.0) * (1 + 0.2 * (len(tasks) - 1))
 
 
-def run_groups(groups: list[list[ExportTask]], done: Callable[[ExportTask, ExportOutcome], None],
-               workers: int, tee: Any = None) -> None:
-    """Run every group's exports in `workers` processes (0: here, one after another), calling `done(task,
-    outcome)` for each export as it finishes, in the calling thread."""
-    if workers == 0:
-        for group in groups:
-            for task in group:
-                done(task, export_one(task, tee))
-        return
-    order = sorted(groups, key=group_cost, reverse=True)
-    left: list[list[ExportTask]] = []
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_init_worker)
-    try:
+class ExportPool:
+    """Worker processes for exports, started early (`start`, at the first export the cache does not hold) so
+    that they import the converters while the host trains the next recipe; `run` then hands them the groups."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        if self.workers and self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=get_context("spawn"),
+                                             initializer=_init_worker)
+            for _ in range(self.workers):
+                self._pool.submit(_warm)
+
+    def close(self, wait: bool = True) -> None:
+        """Stop the workers (`wait=False`: let them finish warming up and exit on their own)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=wait, cancel_futures=True)
+            self._pool = None
+
+    def run(self, groups: list[list[ExportTask]], done: Callable[[ExportTask, ExportOutcome], None],
+            tee: Any = None) -> int:
+        """Run every group's exports, in the workers if the pool was started (else here, one after another),
+        calling `done(task, outcome)` for each export as it finishes, in the calling thread; returns the
+        number of worker processes used (0: all here)."""
+        if self._pool is None:
+            for group in groups:
+                for task in group:
+                    done(task, export_one(task, tee))
+            return 0
+        left: list[list[ExportTask]] = []
         futures: list[tuple[Future[list[ExportOutcome]], list[ExportTask]]] = []
-        for group in order:
+        for group in sorted(groups, key=group_cost, reverse=True):  # the longest first
             sent = [ExportTask(t.fmt, t.model, t.example, t.precision, t.path, t.kwargs, t.log) for t in group]
-            futures.append((pool.submit(_run_group, sent), group))
+            futures.append((self._pool.submit(_run_group, sent), group))
         for future, group in _as_finished(futures):
             try:
                 outcomes = future.result()
@@ -124,11 +157,26 @@ def run_groups(groups: list[list[ExportTask]], done: Callable[[ExportTask, Expor
                 continue
             for task, outcome in zip(group, outcomes, strict=True):
                 done(task, outcome)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    for group in left:  # a worker died (or a model would not travel): these run here, one after another
-        for task in group:
-            done(task, export_one(task, tee))
+        for group in left:  # a worker died (or a model would not travel): these run here, one after another
+            for task in group:
+                done(task, export_one(task, tee))
+        return self.workers
+
+    def __enter__(self) -> ExportPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_groups(groups: list[list[ExportTask]], done: Callable[[ExportTask, ExportOutcome], None],
+               workers: int, tee: Any = None) -> None:
+    """Run every group's exports in `workers` processes (0: here, one after another), calling `done(task,
+    outcome)` for each export as it finishes, in the calling thread."""
+    with ExportPool(workers) as pool:
+        if workers:
+            pool.start()
+        pool.run(groups, done, tee)
 
 
 def _as_finished(futures: list[tuple[Future[Any], list[ExportTask]]]) -> Iterator[tuple[Future[Any], list[ExportTask]]]:

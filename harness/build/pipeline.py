@@ -10,6 +10,7 @@ import hashlib
 import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,7 +34,7 @@ from harness.build.cache import (
     parity_key,
 )
 from harness.build.cells import Cell, Prepared, TorchVariant
-from harness.build.export_pool import ExportOutcome, ExportTask, export_one, run_groups, workers_for
+from harness.build.export_pool import ExportOutcome, ExportPool, ExportTask, export_one, workers_for
 from harness.build.fit_inputs import predict_any
 from harness.build.parity import Parity, check_artifact
 from harness.build.reference import baselines, train_reference
@@ -45,6 +46,18 @@ from harness.progress import Progress
 def meta_file(cache_file: Path) -> Path:
     """The small signed entry beside a cached variant: its digest and the recipe's info."""
     return cache_file.with_suffix(".meta")
+
+
+EXTENSIONS = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}
+PARITY_PARALLEL = 2  # parity checks at once: most of one is a runner's start-up (torch's: seconds)
+
+
+def expected_groups(variants: list[VariantConfig]) -> int:
+    """About how many export groups a config makes (before any recipe runs): one per distinct model and format
+    (the reference's precisions, and a recipe that keeps its weights, share one)."""
+    same_model = ("reference", "mixed_precision")
+    return len({("reference" if v.recipe in same_model else content_key(v.recipe, v.settings), f)
+                for v in variants for f in v.formats})
 
 
 def load_data(cfg: RunConfig) -> Any:
@@ -64,6 +77,7 @@ class Pipeline:
         self._outputs: dict[str, np.ndarray] = {}
         self._cached_path: dict[int, Path] = {}  # a planned cell's artifact cache entry
         self._export_workers = 0
+        self._pool = ExportPool(0)
 
     # ------------------------------------------------------------------ reference
     def reference(self, data: Any, prep: Prepared) -> tuple[Any, str]:
@@ -134,8 +148,8 @@ class Pipeline:
     def plan_export(self, cell: Cell, tv: TorchVariant, data: Any) -> ExportTask | None:
         """Put a cached artifact in place (None), or return the export to run for this cell."""
         v = cell.variant
-        ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
-        path = self.art_dir / f"{v.name}{ext}"
+        ext = EXTENSIONS[cell.format]
+        path = self.artifact_path(cell)
         path.unlink(missing_ok=True)  # an earlier run's file must never stand in for a failed export
         example, options = TK.export_example(data), TK.export_options(data)  # named inputs: names, dynamic dims
         calib = data.x_train[: min(64, len(data.x_train))] if v.precision == "int8-static" else None
@@ -181,16 +195,33 @@ class Pipeline:
         os.replace(tmp, cached)
         self.progress(f"{name}: done in {outcome.seconds:.1f}s")
 
-    def finish_cell(self, cell: Cell, tv: TorchVariant, data: Any, ref_sha: str, prep: Prepared) -> None:
-        """An exported cell: check parity against its torch model, count its graph, and record lineage."""
+    def artifact_path(self, cell: Cell) -> Path:
+        return self.art_dir / f"{cell.variant.name}{EXTENSIONS[cell.format]}"
+
+    def parities(self, built: list[tuple[VariantConfig, TorchVariant, list[Cell]]], data: Any) -> dict[int, Any]:
+        """Every exported cell's artifact and parity verdict, PARITY_PARALLEL checks at a time (each runs the
+        artifact in a runner process; a verdict does not depend on what else runs)."""
+        todo = [(cell, tv) for _, tv, cells in built for cell in cells if cell.status != "failed"]
+        for _, tv, _ in built:
+            self.parity_reference(tv, data)  # torch's outputs first, here: the checks then only read them
+
+        def check(item: tuple[Cell, TorchVariant]) -> tuple[Artifact, Parity]:
+            cell, tv = item
+            art = Artifact.from_file(self.artifact_path(cell), cell.format, cell.variant.precision)
+            return art, self.parity(cell, art, tv, data)
+
+        with ThreadPoolExecutor(max_workers=PARITY_PARALLEL) as pool:
+            return {id(cell): r for (cell, _), r in zip(todo, pool.map(check, todo), strict=True)}
+
+    def finish_cell(self, cell: Cell, tv: TorchVariant, data: Any, ref_sha: str, prep: Prepared,
+                    checked: tuple[Artifact, Parity]) -> None:
+        """An exported cell: its parity verdict, its graph's counts, and its lineage."""
         if cell.status == "failed":
             return
         v = cell.variant
-        ext = {"onnx": ".onnx", "tflite": ".tflite", "torch": ".pt2"}[cell.format]
-        path = self.art_dir / f"{v.name}{ext}"
+        path = self.artifact_path(cell)
         options = TK.export_options(data)
-        art = Artifact.from_file(path, cell.format, v.precision)
-        par = self.parity(cell, art, tv, data)
+        art, par = checked
         dynamic = any(options.get("dynamic_dims") or ())  # a dynamic-length graph has no MAC count: a static one does
         if not tv.graph and cell.format == "onnx" and v.precision == "fp32" and not dynamic:
             self.graph_stats(tv, data, path)
@@ -322,6 +353,28 @@ class Pipeline:
         TK.reference_scores(prep, data, self.progress)
         prep.task["reference_variant"] = next((v.name for v in self.cfg.variants
                                                if v.recipe == "reference" and v.precision == "fp32"), "fp32")
+        self._pool = ExportPool(workers_for(expected_groups(variants)))
+        try:
+            built = self.build_variants(variants, reference, ref_sha, data, prep, x_eval, y)
+        finally:
+            self._pool.close()
+        checked = self.parities(built, data)
+        for _, tv, cells in built:
+            for cell in cells:
+                self.finish_cell(cell, tv, data, ref_sha, prep, checked.get(id(cell)))  # type: ignore[arg-type]
+                self.progress.advance()
+            if not tv.graph:
+                self.graph_stats(tv, data)
+            for cell in cells:
+                if cell.artifact is not None:
+                    cell.artifact.params = tv.graph.get("params") or tv.info.get("params")
+                    cell.artifact.macs = tv.graph.get("macs")
+        return prep
+
+    def build_variants(self, variants: list[VariantConfig], reference: Any, ref_sha: str, data: Any, prep: Prepared,
+                       x_eval: Any, y: np.ndarray) -> list[tuple[VariantConfig, TorchVariant, list[Cell]]]:
+        """Each variant's torch model (its recipe) and outputs, then every export the cache does not hold, in
+        groups (side by side where the pool has workers); returns the variants with their cells, exported."""
         groups: dict[tuple[str, str], list[ExportTask]] = {}
         built: list[tuple[VariantConfig, TorchVariant, list[Cell]]] = []
         for v in variants:
@@ -349,27 +402,21 @@ class Pipeline:
                 task = self.plan_export(cell, tv, data)
                 if task is not None:  # one group per model content and format: they share one fp32 conversion
                     groups.setdefault((tv.digest, cell.format), []).append(task)
+                    self._pool.start()  # a cold run: the workers import the converters during the next recipes
             built.append((v, tv, cells))
             prep.cells.extend(sorted(cells, key=lambda c: v.formats.index(c.format)))
         for task in self.plan_graphs(built, data):
             groups[(task.path.name, "graph")] = [task]
         if groups:
-            n, self._export_workers = sum(len(g) for g in groups.values()), workers_for(len(groups))
+            n = sum(len(g) for g in groups.values())
+            self._export_workers = self._pool.workers if len(groups) > 1 else 0
             if self._export_workers:
                 self.progress(f"{n} exports in {self._export_workers} processes side by side ...")
+            else:
+                self._pool.close(wait=False)  # one group: here, where the converters are already imported
             t0 = time.monotonic()
-            run_groups(list(groups.values()), self.export_done, self._export_workers, tee=self.progress.tee())
+            self._pool.run(list(groups.values()), self.export_done, tee=self.progress.tee())
             if self._export_workers:  # the stage's wall time; each export's own time is kept beside it
                 self.progress.record("exports", f"{n} exports in {self._export_workers} processes",
                                      time.monotonic() - t0, True, 0.0)
-        for _, tv, cells in built:
-            for cell in cells:
-                self.finish_cell(cell, tv, data, ref_sha, prep)
-                self.progress.advance()
-            if not tv.graph:
-                self.graph_stats(tv, data)
-            for cell in cells:
-                if cell.artifact is not None:
-                    cell.artifact.params = tv.graph.get("params") or tv.info.get("params")
-                    cell.artifact.macs = tv.graph.get("macs")
-        return prep
+        return built
