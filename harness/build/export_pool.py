@@ -21,6 +21,10 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from exporters import EXPORTERS
+from harness.errors import ExportError
+from harness.logs import capture
+
 WORKERS_ENV = "EDGE_HARNESS_EXPORT_WORKERS"  # 0 or 1: every export in this process; N: at most N processes
 MAX_WORKERS = 4  # each holds torch and the converters (1-2 GB)
 MIN_GROUPS = 4  # fewer groups than this run here: a worker's start (torch, converters) costs seconds
@@ -67,10 +71,6 @@ def workers_for(groups: int) -> int:
 def export_one(task: ExportTask, tee: Any = None) -> ExportOutcome:
     """Run one export (here or in a worker), its converter output in its log (and `tee`, under -v); failures
     are outcomes."""
-    from exporters import EXPORTERS
-    from harness.errors import ExportError
-    from harness.logs import capture
-
     t0, c0 = time.monotonic(), time.process_time()
     error = None
     try:
@@ -96,8 +96,6 @@ def _init_worker() -> None:
 def _warm() -> None:
     """Import the converters (seconds: torch.onnx's onnxscript, litert-torch) while the host still trains."""
     import importlib
-
-    import exporters  # noqa: F401 - registers the exporters
 
     for name in ("onnxscript", "onnxruntime.quantization", "litert_torch"):
         try:

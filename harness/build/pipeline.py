@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from exporters.base import Artifact, carries_quantization
+from exporters.base import Artifact
 from exporters.graph import onnx_graph_stats
 from harness.build import data as D
 from harness.build import recipes as R
@@ -36,6 +36,7 @@ from harness.build.cache import (
 from harness.build.cells import Cell, Prepared, TorchVariant
 from harness.build.export_pool import ExportOutcome, ExportPool, ExportTask, export_one, workers_for
 from harness.build.fit_inputs import predict_any
+from harness.build.graphs import graph_path, graph_task, plan_graphs
 from harness.build.parity import Parity, check_artifact
 from harness.build.reference import baselines, train_reference
 from harness.config.run import RunConfig, VariantConfig
@@ -281,39 +282,12 @@ class Pipeline:
                 self._outputs[key] = cached_result(self.cache / "outputs", key, lambda: predict_any(model(), x_eval))
         return self._outputs[key]
 
-    def graph_path(self, tv: TorchVariant, data: Any) -> Path:
-        return self.cache / "graphs" / f"{tv.digest}{'-static' if S.is_named(data.x_test) else ''}.onnx"
-
-    def graph_task(self, tv: TorchVariant, data: Any) -> ExportTask:
-        """The ONNX graph made only to count a variant's params and MACs: fixed shapes (sequences at the padded
-        length: shape inference counts the MACs of a static graph); a QAT model exports only as its int8 graph."""
-        precision = "int8-static" if carries_quantization(tv.torch_model()) else "fp32"
-        return ExportTask("onnx", tv.torch_model(), TK.export_example(data), precision, self.graph_path(tv, data),
-                          TK.export_options(data, dynamic=False), log=self.progress.log_path(f"graph-{tv.recipe}"))
-
-    def plan_graphs(self, built: list[tuple[VariantConfig, TorchVariant, list[Cell]]], data: Any) -> list[ExportTask]:
-        """Graph exports for the variants none of whose cells (over every variant sharing the model) is a
-        static fp32 ONNX file, and whose graph is not cached: they run with the other exports."""
-        dynamic = any(TK.export_options(data).get("dynamic_dims") or ())
-        has_fp32 = {tv.digest for _, tv, cells in built for c in cells
-                    if c.format == "onnx" and c.variant.precision == "fp32" and not dynamic}
-        out, seen = [], set()
-        for _, tv, _ in built:
-            if tv.digest in has_fp32 or tv.digest in seen or tv.graph or self.graph_path(tv, data).exists():
-                continue
-            seen.add(tv.digest)
-            try:
-                out.append(self.graph_task(tv, data))
-            except Exception as e:  # noqa: BLE001 - the MAC count is optional
-                self.progress(f"MAC count for {tv.recipe} unavailable: {type(e).__name__}: {e}")
-        return out
-
     def graph_stats(self, tv: TorchVariant, data: Any, onnx_fp32: Path | None = None) -> None:
         """Params and MACs counted from the variant's fp32 ONNX graph (its own cell's, or one made for it)."""
-        path = onnx_fp32 or self.graph_path(tv, data)
+        path = onnx_fp32 or graph_path(self.cache, tv, data)
         try:
             if not path.exists():
-                outcome = export_one(self.graph_task(tv, data), self.progress.tee())
+                outcome = export_one(graph_task(self.cache, tv, data, self.progress), self.progress.tee())
                 if not outcome.ok:
                     raise ExportError(outcome.error)
             tv.graph = onnx_graph_stats(path)
@@ -405,7 +379,7 @@ class Pipeline:
                     self._pool.start()  # a cold run: the workers import the converters during the next recipes
             built.append((v, tv, cells))
             prep.cells.extend(sorted(cells, key=lambda c: v.formats.index(c.format)))
-        for task in self.plan_graphs(built, data):
+        for task in plan_graphs(built, data, self.cache, self.progress):
             groups[(task.path.name, "graph")] = [task]
         if groups:
             n = sum(len(g) for g in groups.values())

@@ -42,10 +42,12 @@ MAX_BLOCK_RUNS = 5000
 DISCARD_MAX_S = 0.02
 MEM_RESERVE_MB = 512  # never start another resident runner with less than this available
 # After a block, wait until that process stops using CPU before the next cell's block starts: runtimes'
-# worker threads spin for a while after their last run (onnxruntime's pool: about 60 ms here), and that
-# must not fall into another cell's block. Polled at twice the CPU clock's step (20 ms with 10 ms ticks;
-# SETTLE_POLL_MIN_S with a local runner's nanosecond schedstat), at most SETTLE_MAX_S.
-SETTLE_POLL_MIN_S = 0.003
+# worker threads spin for a while after their last run (onnxruntime's pool: about 55 ms here, with pauses
+# of several ms in between: a 3 ms quiet window let ~30 ms of its spinning fall into the next block), and
+# that must not fall into another cell's block. Quiet means no CPU for SETTLE_QUIET_S by the runner's
+# per-thread nanosecond counters (local runners), or for two clock ticks where only ticks are readable.
+SETTLE_QUIET_S = 0.010
+SETTLE_POLL_S = 0.002
 SETTLE_MAX_S = 0.3
 
 # Whether a measured cell can be the pick (meets size, memory and accuracy limits); the face passes
@@ -241,16 +243,25 @@ def race(lanes: list[Lane], cfg: RunConfig, feasible: Feasible, target: Target, 
 
 
 def settle(runner: Resident) -> None:
-    """Return once `runner` has used no CPU for one poll interval (or after SETTLE_MAX_S)."""
+    """Return once `runner` has used no CPU for SETTLE_QUIET_S (twice the CPU clock's step where that is
+    coarser), polled every SETTLE_POLL_S (or every step); at most SETTLE_MAX_S."""
+    step = runner.cpu_resolution_s()
+    quiet, poll = max(SETTLE_QUIET_S, 2 * step), max(SETTLE_POLL_S, step)
     deadline = time.monotonic() + SETTLE_MAX_S
-    poll = max(SETTLE_POLL_MIN_S, 2 * runner.cpu_resolution_s())
-    last = runner.cpu_seconds()
-    while last is not None and time.monotonic() < deadline:
+    now = runner.cpu_seconds()
+    if now is None:
+        return
+    seen = [(time.monotonic(), now)]  # (when, CPU seconds so far)
+    while time.monotonic() < deadline:
         time.sleep(poll)
-        now = runner.cpu_seconds()
-        if now == last:
+        t, now = time.monotonic(), runner.cpu_seconds()
+        if now is None:
             return
-        last = now
+        seen.append((t, now))
+        while len(seen) > 1 and seen[1][0] <= t - quiet:
+            seen.pop(0)  # keep the newest sample at least `quiet` old, and the ones after it
+        if seen[0][0] <= t - quiet and seen[0][1] == now:
+            return
 
 
 def cut_losers(lanes: list[Lane], feasible: Feasible, target: Target, report: TargetReport,
