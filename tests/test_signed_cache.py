@@ -53,3 +53,31 @@ def test_an_entry_signed_with_another_key_is_a_miss(tmp_path, monkeypatch):
     assert signed_cache.load(path) == {"ok": True}
     monkeypatch.setenv("EDGE_HARNESS_KEY", str(tmp_path / "other" / "cache.key"))
     assert signed_cache.load(path) is None
+
+
+def test_a_cached_rerun_reads_a_variant_model_only_when_a_step_needs_it(tmp_path, monkeypatch):
+    """The second run finds the recipe's variant, its export and parity verdict cached: the model stays on
+    disk. A variant made again (other bytes under the same key) makes the small entry stale: read again."""
+    from tiny import tiny_config
+
+    from harness.build import pipeline as P
+    from harness.config.run import RunConfig
+
+    monkeypatch.setenv("EDGE_HARNESS_KEY", str(tmp_path / "key"))
+    cfg = RunConfig.from_dict(tiny_config(variants=[
+        {"name": "pruned", "recipe": "prune", "formats": ["onnx"], "settings": {"sparsity": 0.5, "finetune_epochs": 0}}]))
+    first = P.Pipeline(cfg, tmp_path / "a", cache_dir=tmp_path / "cache").prepare()
+    again = P.Pipeline(cfg, tmp_path / "b", cache_dir=tmp_path / "cache").prepare()
+    (tv1,), (tv2,) = first.torch_variants.values(), again.torch_variants.values()
+    assert tv1.model is not None and tv2.model is None and tv2.digest == tv1.digest
+    assert [c.status for c in again.cells] == ["ready"]
+    assert again.cells[0].artifact.sha256 == first.cells[0].artifact.sha256
+    assert tv2.torch_model() is not None  # and read on demand
+    blob = next((tmp_path / "cache" / "variants").glob("*.pt"))
+    model = signed_cache.load(blob)["model"]
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # a variant made again, with other weights
+    signed_cache.save({"model": model, "info": signed_cache.load(blob)["info"]}, blob)
+    third = P.Pipeline(cfg, tmp_path / "c", cache_dir=tmp_path / "cache").prepare()
+    (tv3,) = third.torch_variants.values()
+    assert tv3.model is not None and tv3.digest != tv1.digest  # the stale entry was not trusted

@@ -123,8 +123,10 @@ class Pipeline:
         model.eval()
         tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
                           digest=model_digest(model))
-        if v.recipe != "reference" and cache_file.is_file():
-            signed_cache.save({"digest": tv.digest, "info": info}, meta_file(cache_file))  # for a lazy rerun
+        blob_bytes = signed_cache.signed_bytes(cache_file) if v.recipe != "reference" else None
+        if blob_bytes is not None:  # for a lazy rerun: the digest, and the bytes it belongs to
+            meta = {"digest": tv.digest, "info": info, "blob_sha256": hashlib.sha256(blob_bytes).hexdigest()}
+            signed_cache.save(meta, meta_file(cache_file))
         prep.torch_variants[key] = tv
         return tv
 
@@ -132,8 +134,9 @@ class Pipeline:
         """A cached recipe's variant whose model stays on disk until a step needs it: its digest and info come
         from a small signed entry beside it, and the model's own signature is checked now."""
         meta = signed_cache.load(meta_file(cache_file))
-        if meta is None or signed_cache.signed_bytes(cache_file) is None:
-            return None
+        blob = signed_cache.signed_bytes(cache_file) if meta is not None else None
+        if blob is None or meta.get("blob_sha256") != hashlib.sha256(blob).hexdigest():
+            return None  # no entry, or one written for other bytes (the variant was made again): read the model
 
         def load() -> Any:
             blob = signed_cache.load(cache_file)

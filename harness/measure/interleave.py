@@ -130,6 +130,9 @@ def start_lanes(target: Target, cells: list[Cell], prep: Prepared, cfg: RunConfi
             failed.append(to_measurement(cell.variant.name, cell.artifact, runner.initial, job, target))  # type: ignore[arg-type]
             continue
         opened.append((cell, job, runner))
+    if any(job.defer_eval for _, job, _ in opened):
+        progress(f"{target.name}: {len(opened)} models loaded, their cold starts timed one at a time; "
+                 f"evaluation passes ...")
     results = evaluations(opened, ms.timeout_s, eval_parallel(opened))
     lanes = []
     for (cell, job, runner), raw in zip(opened, results, strict=True):
