@@ -64,8 +64,9 @@ def test_a_cached_rerun_reads_a_variant_model_only_when_a_step_needs_it(tmp_path
     from harness.config.run import RunConfig
 
     monkeypatch.setenv("EDGE_HARNESS_KEY", str(tmp_path / "key"))
-    cfg = RunConfig.from_dict(tiny_config(variants=[
-        {"name": "pruned", "recipe": "prune", "formats": ["onnx"], "settings": {"sparsity": 0.5, "finetune_epochs": 0}}]))
+    pruned = {"name": "pruned", "recipe": "prune", "formats": ["onnx"],
+              "settings": {"sparsity": 0.5, "finetune_epochs": 0}}
+    cfg = RunConfig.from_dict(tiny_config(variants=[pruned]))
     first = P.Pipeline(cfg, tmp_path / "a", cache_dir=tmp_path / "cache").prepare()
     again = P.Pipeline(cfg, tmp_path / "b", cache_dir=tmp_path / "cache").prepare()
     (tv1,), (tv2,) = first.torch_variants.values(), again.torch_variants.values()
