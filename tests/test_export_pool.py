@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.build.export_pool import WORKERS_ENV, ExportTask, export_one, run_groups, workers_for
+from harness.build.export_pool import WORKERS_ENV, ExportPool, ExportTask, export_one, workers_for
 
 
 def _net(seed: int) -> nn.Module:
@@ -44,7 +44,9 @@ def test_exports_in_workers_match_exports_here_and_failures_stay_in_their_task(t
               [_task(b, "fp32", tmp_path / "b.onnx"), _task(b, "no-such-precision", tmp_path / "bad.onnx")],
               [_task(Unpicklable(), "fp32", tmp_path / "u.onnx")]]
     done: dict[str, object] = {}
-    run_groups(groups, lambda task, outcome: done.__setitem__(task.tag, outcome), workers=2)
+    with ExportPool(2) as pool:
+        pool.start()
+        assert pool.run(groups, lambda task, outcome: done.__setitem__(task.tag, outcome)) == 2
     assert set(done) == {"a.onnx", "a8.onnx", "b.onnx", "bad.onnx", "u.onnx"}  # every task reported, once
     assert all(done[k].ok for k in ("a.onnx", "a8.onnx", "b.onnx", "u.onnx")), done
     bad = done["bad.onnx"]

@@ -44,6 +44,7 @@ class ExportTask:
     kwargs: dict[str, Any]
     log: Path | None = None
     tag: Any = None  # the caller's handle (a cell), not sent to the worker
+    cache_to: Path | None = None  # where the caller keeps the artifact once made, not sent either
 
 
 @dataclass
@@ -165,16 +166,6 @@ class ExportPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def run_groups(groups: list[list[ExportTask]], done: Callable[[ExportTask, ExportOutcome], None],
-               workers: int, tee: Any = None) -> None:
-    """Run every group's exports in `workers` processes (0: here, one after another), calling `done(task,
-    outcome)` for each export as it finishes, in the calling thread."""
-    with ExportPool(workers) as pool:
-        if workers:
-            pool.start()
-        pool.run(groups, done, tee)
 
 
 def _as_finished(futures: list[tuple[Future[Any], list[ExportTask]]]) -> Iterator[tuple[Future[Any], list[ExportTask]]]:

@@ -76,7 +76,6 @@ class Pipeline:
         self.cache = Path(cache_dir or cfg.cache_dir or default_cache_dir()).expanduser()
         self.art_dir = self.out / "artifacts"
         self._outputs: dict[str, np.ndarray] = {}
-        self._cached_path: dict[int, Path] = {}  # a planned cell's artifact cache entry
         self._export_workers = 0
         self._pool = ExportPool(0)
 
@@ -107,7 +106,9 @@ class Pipeline:
                 prep.torch_variants[key] = lazy
                 self.progress(f"recipe {v.recipe} {v.settings}: cached")
                 return lazy
-            blob = signed_cache.load(cache_file)  # unsigned or tampered entries are a miss, never unpickled
+            raw = signed_cache.signed_bytes(cache_file)  # unsigned or tampered entries are a miss, never unpickled
+            blob = None if raw is None else signed_cache.loads(raw)
+            blob_sha = None if raw is None else hashlib.sha256(raw).hexdigest()
             if blob is not None:
                 model, info = blob["model"], blob["info"]
                 self.progress(f"recipe {v.recipe} {v.settings}: cached")
@@ -117,16 +118,14 @@ class Pipeline:
                     model, info = R.apply_recipe(v.recipe, reference, data, dict(v.settings),
                                                  progress=self.progress)
                 try:
-                    signed_cache.save({"model": model, "info": info}, cache_file)
+                    blob_sha = signed_cache.save({"model": model, "info": info}, cache_file)
                 except Exception as e:  # noqa: BLE001 - e.g. an exported graph that does not pickle
                     self.progress(f"recipe {v.recipe}: not cached ({type(e).__name__})")
         model.eval()
         tv = TorchVariant(key=key, recipe=v.recipe, settings=info.get("settings", v.settings), model=model, info=info,
                           digest=model_digest(model))
-        blob_bytes = signed_cache.signed_bytes(cache_file) if v.recipe != "reference" else None
-        if blob_bytes is not None:  # for a lazy rerun: the digest, and the bytes it belongs to
-            meta = {"digest": tv.digest, "info": info, "blob_sha256": hashlib.sha256(blob_bytes).hexdigest()}
-            signed_cache.save(meta, meta_file(cache_file))
+        if v.recipe != "reference" and blob_sha is not None:  # for a lazy rerun: the digest, and its bytes
+            signed_cache.save({"digest": tv.digest, "info": info, "blob_sha256": blob_sha}, meta_file(cache_file))
         prep.torch_variants[key] = tv
         return tv
 
@@ -163,7 +162,6 @@ class Pipeline:
         key = content_key(tv.digest, cell.format, v.precision, exporter_hash(), calib_hash, keep_float,
                           [list(t.shape) for t in example], repr(options))
         cached = self.cache / "artifacts" / f"{key}{ext}"
-        self._cached_path[id(cell)] = cached
         try:
             if cached.is_file():
                 shutil.copyfile(cached, path)
@@ -171,7 +169,8 @@ class Pipeline:
                 return None
             return ExportTask(cell.format, tv.torch_model(), example, v.precision, path,
                               dict(calibration=calib, keep_float=keep_float, **options),
-                              log=self.progress.log_path(f"export-{v.name}-{cell.format}"), tag=cell)
+                              log=self.progress.log_path(f"export-{v.name}-{cell.format}"), tag=cell,
+                              cache_to=cached)
         except Exception as e:  # noqa: BLE001 - an unreadable cache entry or variant fails this cell only
             cell.status, cell.error = "failed", f"export failed: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
             return None
@@ -192,7 +191,8 @@ class Pipeline:
             cell.status, cell.error = "failed", f"{outcome.error}{self._log_note(cell)}"
             self.progress(f"{name}: FAILED in {outcome.seconds:.1f}s{self._log_note(cell)}")
             return
-        cached = self._cached_path[id(cell)]
+        cached = task.cache_to
+        assert cached is not None  # every cell's task has one (graph tasks have no cell)
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(f".{cached.name}.{os.getpid()}.tmp")
         shutil.copyfile(task.path, tmp)

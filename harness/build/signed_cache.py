@@ -52,8 +52,9 @@ def _mac(data: bytes) -> str:
     return hmac.new(signing_key(), data, hashlib.sha256).hexdigest()
 
 
-def save(obj: Any, path: Path) -> None:
-    """torch.save `obj` to `path` with its signature beside it, each written through a unique temp name."""
+def save(obj: Any, path: Path) -> str:
+    """torch.save `obj` to `path` with its signature beside it, each written through a unique temp name;
+    returns the sha256 of the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -64,6 +65,7 @@ def save(obj: Any, path: Path) -> None:
         sig.write_text(_mac(data))
         os.replace(sig, path.with_name(path.name + SIGNATURE_SUFFIX))
         os.replace(tmp, path)
+        return hashlib.sha256(data).hexdigest()
     finally:
         for leftover in (Path(tmp), Path(tmp + SIGNATURE_SUFFIX)):
             leftover.unlink(missing_ok=True)
@@ -79,9 +81,12 @@ def signed_bytes(path: Path) -> bytes | None:
     return data if hmac.compare_digest(sig, _mac(data)) else None
 
 
+def loads(data: bytes) -> Any:
+    """The object in bytes that `signed_bytes` returned (signed by us: trusted)."""
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+
+
 def load(path: Path) -> Any | None:
     """The object in `path` if its signature is this user's; None (a cache miss) for anything else."""
     data = signed_bytes(path)
-    if data is None:
-        return None
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)  # signed by us: trusted
+    return None if data is None else loads(data)

@@ -1,10 +1,10 @@
 """Interleaved, raced measurement of one target's cells: resident runners timed in alternating blocks.
 
-Every ready cell's model is loaded once in its own runner process (load, first inference and the
-evaluation pass happen then, as in a fresh-process job). Then, round after round, each cell still
-in the race times one short block, in a random order per round, one process active at a time: a
-device that slows down (another process, heat) slows every cell of that round alike, and two
-cells' block medians of the same round pair up into a ratio (harness.measure.stats.paired_ratio).
+Every ready cell's model is loaded once in its own runner process: load and first inference (the cold
+start) one runner at a time, then the evaluation passes on command (`start_lanes`). Then, round after
+round, each cell still in the race times one short block, in a random order per round, one process
+active at a time: a device that slows down (another process, heat) slows every cell of that round
+alike, and two cells' block medians of the same round pair up into a ratio (harness.measure.stats.paired_ratio).
 
 Racing: after `min_rounds` (at least 8), a cell whose paired ratio to the best cell that meets the limits is
 above 1 with 99% confidence cannot be the pick and stops; the rounds end when every other cell
