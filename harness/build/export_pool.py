@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import os
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from exporters import EXPORTERS
 from harness.errors import ExportError
@@ -141,11 +141,12 @@ class ExportPool:
                     done(task, export_one(task, tee))
             return 0
         left: list[list[ExportTask]] = []
-        futures: list[tuple[Future[list[ExportOutcome]], list[ExportTask]]] = []
+        futures: dict[Future[list[ExportOutcome]], list[ExportTask]] = {}
         for group in sorted(groups, key=group_cost, reverse=True):  # the longest first
             sent = [ExportTask(t.fmt, t.model, t.example, t.precision, t.path, t.kwargs, t.log) for t in group]
-            futures.append((self._pool.submit(_run_group, sent), group))
-        for future, group in _as_finished(futures):
+            futures[self._pool.submit(_run_group, sent)] = group
+        for future in as_completed(futures):
+            group = futures[future]
             try:
                 outcomes = future.result()
             except BrokenProcessPool:
@@ -166,14 +167,3 @@ class ExportPool:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _as_finished(futures: list[tuple[Future[Any], list[ExportTask]]]) -> Iterator[tuple[Future[Any], list[ExportTask]]]:
-    """The (future, group) pairs in the order they finish."""
-    from concurrent.futures import FIRST_COMPLETED, wait
-
-    pending = dict(futures)
-    while pending:
-        finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-        for f in finished:
-            yield f, pending.pop(f)
